@@ -1,0 +1,341 @@
+//! `serve` configuration: flags, the same keys in a TOML `--config FILE`
+//! (flags win), defaults; everything validated before the socket is bound.
+//! A bad value names itself: `listen-addr="tcp://x" is not valid: ...`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kms_proto::Endpoint;
+
+use crate::telemetry::LogFormat;
+
+/// Which key backend serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// KEKs in a key ring file.
+    Software,
+    /// KEKs sealed by a TPM, unsealed into locked memory.
+    TpmSealed,
+    /// KEKs that never leave the TPM.
+    TpmResident,
+}
+
+impl BackendKind {
+    /// The name used in flags and rings.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Software => "software",
+            BackendKind::TpmSealed => "tpm-sealed",
+            BackendKind::TpmResident => "tpm-resident",
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "software" => Ok(BackendKind::Software),
+            "tpm-sealed" => Ok(BackendKind::TpmSealed),
+            "tpm-resident" => Ok(BackendKind::TpmResident),
+            other => Err(format!(
+                "{other:?} is not valid: choose software, tpm-sealed or tpm-resident"
+            )),
+        }
+    }
+}
+
+/// The `serve` flags. Every one is optional here so a config file can
+/// supply it; [`ServeConfig::resolve`] applies defaults and validates.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML file with the same keys as these flags (kebab-case); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Socket to serve on: unix:///path.sock or unix:///@abstract-name.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub listen_addr: Option<String>,
+    /// Key ring directory.
+    #[arg(long, value_name = "DIR")]
+    pub keyring: Option<PathBuf>,
+    /// Key backend: software (default), tpm-sealed, tpm-resident.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Per-call deadline on the server side (e.g. 3s).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// HTTP address for /healthz, /livez and /metrics (e.g. 127.0.0.1:8095).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub health_addr: Option<String>,
+    /// Log format: plain (default) or json.
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Let this group (name or gid) use the socket: mode 0660 instead of 0600.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Most calls served at once; more wait (default 256).
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<usize>,
+    /// How long SIGTERM waits for in-flight calls (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+    /// How long a backend self-test verdict is reused by Status (default 5s).
+    #[arg(long, value_name = "DURATION")]
+    pub health_cache: Option<String>,
+    /// How often the key ring is checked for rotations (default 1s).
+    #[arg(long, value_name = "DURATION")]
+    pub reload_interval: Option<String>,
+    /// TPM transport: device:/dev/tpmrm0, swtpm:host=H,port=P, tabrmd (default: $TCTI).
+    #[arg(long, value_name = "TCTI")]
+    pub tcti: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen_addr: Option<String>,
+    keyring: Option<PathBuf>,
+    backend: Option<String>,
+    timeout: Option<String>,
+    health_addr: Option<String>,
+    log_format: Option<String>,
+    socket_group: Option<String>,
+    max_in_flight: Option<usize>,
+    shutdown_grace: Option<String>,
+    health_cache: Option<String>,
+    reload_interval: Option<String>,
+    tcti: Option<String>,
+}
+
+/// A validated `serve` configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen.
+    pub listen: Endpoint,
+    /// Key ring directory.
+    pub keyring: PathBuf,
+    /// Backend.
+    pub backend: BackendKind,
+    /// Server-side per-call deadline.
+    pub timeout: Duration,
+    /// Health/metrics HTTP address.
+    pub health_addr: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Group allowed on the socket.
+    pub socket_gid: Option<u32>,
+    /// Concurrency bound.
+    pub max_in_flight: usize,
+    /// Drain time on SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Health verdict cache time.
+    pub health_cache: Duration,
+    /// Key ring poll interval.
+    pub reload_interval: Duration,
+    /// TPM transport, for the TPM backends.
+    pub tcti: Option<String>,
+}
+
+/// A configuration error, naming the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(key: &str, value: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{key}={value:?} is not valid: {why}"))
+}
+
+/// Parses a duration such as `3s`, `500ms`, `1m`; zero is refused.
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value).map_err(|e| bad(key, value, e))?;
+    if d.is_zero() {
+        return Err(bad(key, value, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("config={:?}: cannot read: {e}", path.display().to_string())))?;
+    toml::from_str(&text)
+        .map_err(|e| ConfigError(format!("config={:?} is not valid: {e}", path.display().to_string())))
+}
+
+impl ServeConfig {
+    /// Merges flags over the file over defaults, and validates every value.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let pick = |a: &Option<String>, f: Option<String>| a.clone().or(f);
+
+        let listen_s = pick(&args.listen_addr, file.listen_addr).ok_or_else(|| {
+            ConfigError("listen-addr is required (e.g. --listen-addr unix:///var/run/kmsplugin/socket.sock)".into())
+        })?;
+        let listen = Endpoint::parse(&listen_s).map_err(|e| ConfigError(format!("listen-addr={e}")))?;
+
+        let keyring = args.keyring.clone().or(file.keyring).ok_or_else(|| {
+            ConfigError("keyring is required (e.g. --keyring /var/lib/kms-plugin)".into())
+        })?;
+        if keyring.as_os_str().is_empty() {
+            return Err(bad("keyring", "", "must not be empty"));
+        }
+
+        let backend = match pick(&args.backend, file.backend) {
+            Some(b) => b.parse().map_err(|e| ConfigError(format!("backend={e}")))?,
+            None => BackendKind::Software,
+        };
+
+        let dur = |key: &str, a: &Option<String>, f: Option<String>, default: Duration| {
+            match pick(a, f) {
+                Some(v) => parse_duration(key, &v),
+                None => Ok(default),
+            }
+        };
+        let timeout = dur("timeout", &args.timeout, file.timeout, Duration::from_secs(3))?;
+        let shutdown_grace = dur(
+            "shutdown-grace",
+            &args.shutdown_grace,
+            file.shutdown_grace,
+            Duration::from_secs(10),
+        )?;
+        let health_cache = dur(
+            "health-cache",
+            &args.health_cache,
+            file.health_cache,
+            Duration::from_secs(5),
+        )?;
+        let reload_interval = dur(
+            "reload-interval",
+            &args.reload_interval,
+            file.reload_interval,
+            Duration::from_secs(1),
+        )?;
+
+        let health_addr = match pick(&args.health_addr, file.health_addr) {
+            Some(a) => Some(
+                a.parse::<SocketAddr>()
+                    .map_err(|e| bad("health-addr", &a, format!("{e} (expected HOST:PORT such as 127.0.0.1:8095)")))?,
+            ),
+            None => None,
+        };
+
+        let log_format = match pick(&args.log_format, file.log_format) {
+            Some(f) => f.parse().map_err(|e| ConfigError(format!("log-format={e}")))?,
+            None => LogFormat::Plain,
+        };
+
+        let socket_gid = match pick(&args.socket_group, file.socket_group) {
+            Some(g) => {
+                if listen.path().is_none() {
+                    return Err(bad("socket-group", &g, "abstract sockets have no file permissions"));
+                }
+                Some(crate::listener::resolve_group(&g).map_err(|e| bad("socket-group", &g, e))?)
+            }
+            None => None,
+        };
+
+        let max_in_flight = args.max_in_flight.or(file.max_in_flight).unwrap_or(256);
+        if max_in_flight == 0 || max_in_flight > 65_536 {
+            return Err(bad(
+                "max-in-flight",
+                &max_in_flight.to_string(),
+                "must be between 1 and 65536",
+            ));
+        }
+
+        let tcti = pick(&args.tcti, file.tcti).or_else(|| std::env::var("TCTI").ok());
+        if backend != BackendKind::Software && tcti.is_none() {
+            return Err(ConfigError(format!(
+                "tcti is required with backend={} (e.g. --tcti device:/dev/tpmrm0, or set TCTI)",
+                backend.name()
+            )));
+        }
+
+        Ok(ServeConfig {
+            listen,
+            keyring,
+            backend,
+            timeout,
+            health_addr,
+            log_format,
+            socket_gid,
+            max_in_flight,
+            shutdown_grace,
+            health_cache,
+            reload_interval,
+            tcti,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(listen: &str) -> ServeArgs {
+        ServeArgs {
+            listen_addr: Some(listen.into()),
+            keyring: Some("/tmp/ring".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ServeConfig::resolve(&args("unix:///tmp/k.sock")).unwrap();
+        assert_eq!(c.backend, BackendKind::Software);
+        assert_eq!(c.timeout, Duration::from_secs(3));
+        assert_eq!(c.max_in_flight, 256);
+        assert!(c.health_addr.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_themselves() {
+        let cases: Vec<(ServeArgs, &str)> = vec![
+            (args("tcp://127.0.0.1:1"), "listen-addr=\"tcp://127.0.0.1:1\" is not valid"),
+            (ServeArgs { timeout: Some("soon".into()), ..args("unix:///a.sock") }, "timeout=\"soon\" is not valid"),
+            (ServeArgs { timeout: Some("0s".into()), ..args("unix:///a.sock") }, "greater than zero"),
+            (ServeArgs { health_addr: Some("localhost".into()), ..args("unix:///a.sock") }, "health-addr=\"localhost\" is not valid"),
+            (ServeArgs { log_format: Some("xml".into()), ..args("unix:///a.sock") }, "log-format=\"xml\" is not valid"),
+            (ServeArgs { backend: Some("hsm".into()), ..args("unix:///a.sock") }, "backend=\"hsm\" is not valid"),
+            (ServeArgs { max_in_flight: Some(0), ..args("unix:///a.sock") }, "max-in-flight=\"0\" is not valid"),
+            (ServeArgs { socket_group: Some("no-such-group-zz".into()), ..args("unix:///a.sock") }, "socket-group"),
+            (ServeArgs { socket_group: Some("0".into()), ..args("unix:///@abs") }, "abstract"),
+            (ServeArgs { listen_addr: None, ..args("unix:///a.sock") }, "listen-addr is required"),
+        ];
+        for (a, want) in cases {
+            let e = ServeConfig::resolve(&a).unwrap_err().to_string();
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "listen-addr = \"unix:///from/file.sock\"\nkeyring = \"/file/ring\"\ntimeout = \"7s\"\nhealth-addr = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let a = ServeArgs {
+            config: Some(f.clone()),
+            timeout: Some("2s".into()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(&a).unwrap();
+        assert_eq!(c.listen.to_string(), "unix:///from/file.sock");
+        assert_eq!(c.keyring, PathBuf::from("/file/ring"));
+        assert_eq!(c.timeout, Duration::from_secs(2));
+        assert_eq!(c.health_addr.unwrap().port(), 9000);
+
+        std::fs::write(&f, "listen_addr = \"x\"\n").unwrap();
+        let e = ServeConfig::resolve(&a).unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+        std::fs::write(&f, "timeout = [").unwrap();
+        assert!(ServeConfig::resolve(&a).unwrap_err().to_string().contains("is not valid"));
+    }
+}

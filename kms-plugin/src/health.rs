@@ -1,0 +1,78 @@
+//! Health: a live self-test of the backend, cached for a few seconds so the
+//! apiserver's Status polls (and `/healthz` probes) stay cheap while a broken
+//! backend still shows within seconds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::KeyBackend;
+use crate::metrics::Metrics;
+
+/// What Status reports when healthy: exactly what kube-apiserver expects.
+pub const HEALTHY: &str = "ok";
+
+struct Cached {
+    at: Instant,
+    verdict: Arc<str>,
+}
+
+/// The cached health verdict of a backend.
+pub struct Health {
+    backend: Arc<dyn KeyBackend>,
+    metrics: Arc<Metrics>,
+    ttl: Duration,
+    cached: std::sync::Mutex<Option<Cached>>,
+    // Only one self-test at a time; others wait for its verdict.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Health {
+    /// A health tracker that re-checks at most every `ttl`.
+    pub fn new(backend: Arc<dyn KeyBackend>, metrics: Arc<Metrics>, ttl: Duration) -> Self {
+        Health {
+            backend,
+            metrics,
+            ttl,
+            cached: std::sync::Mutex::new(None),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn fresh(&self) -> Option<Arc<str>> {
+        let c = self.cached.lock().expect("health mutex");
+        c.as_ref()
+            .filter(|c| c.at.elapsed() < self.ttl)
+            .map(|c| c.verdict.clone())
+    }
+
+    /// `"ok"`, or a short reason the backend is not usable.
+    pub async fn healthz(&self) -> Arc<str> {
+        if let Some(v) = self.fresh() {
+            return v;
+        }
+        let _guard = self.running.lock().await;
+        if let Some(v) = self.fresh() {
+            return v;
+        }
+        let verdict: Arc<str> = match self.backend.self_test().await {
+            Ok(()) => HEALTHY.into(),
+            Err(e) => {
+                self.metrics.backend_error("self-test");
+                let reason = format!("{} backend self-test failed: {e}", self.backend.kind());
+                tracing::warn!(reason = %reason, "backend unhealthy");
+                crate::limits::printable(&reason, 200).into()
+            }
+        };
+        self.metrics.set_healthy(&*verdict == HEALTHY);
+        *self.cached.lock().expect("health mutex") = Some(Cached {
+            at: Instant::now(),
+            verdict: verdict.clone(),
+        });
+        verdict
+    }
+
+    /// Forgets the cached verdict (after a key change).
+    pub fn invalidate(&self) {
+        *self.cached.lock().expect("health mutex") = None;
+    }
+}

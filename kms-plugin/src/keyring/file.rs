@@ -1,0 +1,234 @@
+//! Reading, writing and locking the ring file.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use super::{Keyring, KeyringError};
+use crate::fsutil;
+
+const RING_FILE: &str = "keyring.json";
+const LOCK_FILE: &str = "keyring.lock";
+/// A ring file larger than this is refused unread.
+const MAX_RING_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Path of the ring file in `dir`.
+pub fn ring_path(dir: &Path) -> PathBuf {
+    dir.join(RING_FILE)
+}
+
+/// An exclusive lock on a ring directory, held until dropped.
+pub struct RingLock {
+    _file: File,
+}
+
+/// Takes the writer lock of the ring in `dir` (blocking until free).
+pub fn lock(dir: &Path) -> Result<RingLock, KeyringError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| KeyringError::Io {
+            op: "opening lock file",
+            path: path.clone(),
+            source,
+        })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+        KeyringError::Io {
+            op: "locking",
+            path,
+            source: e.into(),
+        }
+    })?;
+    Ok(RingLock { _file: file })
+}
+
+/// Identity of the ring file's current version (device, inode, size, mtime,
+/// ctime): cheap to poll, changes on every atomic replacement.
+pub fn stat_ring(dir: &Path) -> Option<(u64, u64, u64, i64, i64, i64)> {
+    let m = std::fs::metadata(ring_path(dir)).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime_nsec() + m.mtime() * 1_000_000_000,
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
+}
+
+pub(super) fn load(dir: &Path) -> Result<Keyring, KeyringError> {
+    let path = ring_path(dir);
+    let mut f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeyringError::Missing(path, dir.to_path_buf()));
+        }
+        Err(source) => {
+            return Err(KeyringError::Io {
+                op: "opening",
+                path,
+                source,
+            });
+        }
+    };
+    let meta = f.metadata().map_err(|source| KeyringError::Io {
+        op: "reading metadata of",
+        path: path.clone(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(KeyringError::Invalid {
+            path,
+            reason: "not a regular file".into(),
+        });
+    }
+    if meta.len() > MAX_RING_BYTES {
+        return Err(KeyringError::Invalid {
+            path,
+            reason: format!("{} bytes, larger than the {MAX_RING_BYTES}-byte limit", meta.len()),
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.mode() & 0o777),
+            "key ring file is readable by group or others; it should be 0600"
+        );
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
+    f.read_to_end(&mut buf).map_err(|source| KeyringError::Io {
+        op: "reading",
+        path: path.clone(),
+        source,
+    })?;
+    let ring: Keyring = serde_json::from_slice(&buf).map_err(|e| KeyringError::Invalid {
+        path: path.clone(),
+        // serde_json's message names line/column and the field, never the value.
+        reason: redact_serde(&e),
+    })?;
+    ring.validate()
+        .map_err(|reason| KeyringError::Invalid { path, reason })?;
+    Ok(ring)
+}
+
+pub(super) fn save(ring: &Keyring, dir: &Path) -> Result<(), KeyringError> {
+    let path = ring_path(dir);
+    ring.validate().map_err(|reason| KeyringError::Invalid {
+        path: path.clone(),
+        reason: format!("refusing to write: {reason}"),
+    })?;
+    // Size the buffer up front so serialization never reallocates (and leaves
+    // unwiped copies of key material behind).
+    let estimate = 4096 + ring.keys.len() * 8192;
+    let mut buf = Zeroizing::new(Vec::with_capacity(estimate));
+    serde_json::to_writer_pretty(&mut *buf, ring).map_err(|e| KeyringError::Invalid {
+        path: path.clone(),
+        reason: format!("cannot serialize: {}", redact_serde(&e)),
+    })?;
+    buf.push(b'\n');
+    let _ = fsutil::sweep_temp_files(&path);
+    fsutil::write_atomic(&path, &buf).map_err(|source| KeyringError::Io {
+        op: "writing",
+        path,
+        source,
+    })
+}
+
+/// serde_json errors quote unexpected string values in some cases
+/// (`invalid value: string "..."`); keep only the category and position.
+fn redact_serde(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.contains("string \"") || msg.contains("invalid value") {
+        format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    } else {
+        msg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use super::*;
+
+    fn ring_with_key() -> Keyring {
+        let mut r = Keyring::new("software").unwrap();
+        r.push_active(KeyEntry {
+            version: 1,
+            key_id: "k1".into(),
+            algorithm: "aes-256-gcm".into(),
+            created: now_rfc3339(),
+            state: KeyState::Active,
+            retired: None,
+            material: Some(Material::single("key", &[2u8; 32])),
+        })
+        .unwrap();
+        r
+    }
+
+    #[test]
+    fn save_and_load() {
+        let d = tempfile::tempdir().unwrap();
+        let r = ring_with_key();
+        let l = lock(d.path()).unwrap();
+        r.save(d.path(), &l).unwrap();
+        let back = Keyring::load(d.path()).unwrap();
+        assert_eq!(back.ring_id, r.ring_id);
+        assert_eq!(&back.keys[0].material.as_ref().unwrap().get("key").unwrap()[..], &[2u8; 32]);
+        assert!(stat_ring(d.path()).is_some());
+    }
+
+    #[test]
+    fn malformed_rings_are_refused_with_clear_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let err = Keyring::load(d.path()).unwrap_err().to_string();
+        assert!(err.contains("no key ring") && err.contains("key init"), "{err}");
+
+        let good = {
+            let r = ring_with_key();
+            serde_json::to_string(&r).unwrap()
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (String::new(), "EOF"),
+            (good[..good.len() / 2].to_string(), "EOF"),
+            ("[]".into(), "invalid"),
+            (good.replace(FORMAT, "kms-plugin-keyring/v9"), "format"),
+            (good.replace("\"active\"", "\"enabled\""), "0 active"),
+            (good.replace("\"next_version\":2", "\"next_version\":1"), "next_version"),
+            (good.replace("\"version\":1", "\"version\":1,\"surprise\":1"), "unknown field"),
+            (good.replace("\"key\":\"", "\"key\":\"!!"), ""),
+        ];
+        for (text, want) in cases {
+            std::fs::write(ring_path(d.path()), &text).unwrap();
+            match Keyring::load(d.path()) {
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.contains("is invalid"), "{e}");
+                    assert!(e.contains(want), "{want:?} not in {e}");
+                    assert!(!e.contains("AgICAgIC"), "material leaked: {e}");
+                }
+                // Bad base64 is only detected when the backend decodes it.
+                Ok(r) => assert!(r.keys[0].material.as_ref().unwrap().get("key").is_err()),
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_a_directory_in_place_of_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(ring_path(d.path())).unwrap();
+        let e = Keyring::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file") || e.contains("Is a directory"), "{e}");
+    }
+}

@@ -1,0 +1,214 @@
+//! Prometheus metrics: calls by op and gRPC code, latency histograms, the
+//! active key_id as a hash label (so nodes can be compared without printing
+//! key_ids), rotations, backend errors and health.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    op: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key_id_hash: String,
+    backend: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+        0.1, 0.5, 1.0, 3.0,
+    ])
+}
+
+/// The plugin's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    latency: Family<OpLabels, Histogram, fn() -> Histogram>,
+    active_key: Family<KeyLabels, Gauge>,
+    current_key: Mutex<Option<KeyLabels>>,
+    rotations: Counter,
+    backend_errors: Family<OpLabels, Counter>,
+    healthy: Gauge,
+}
+
+/// `sha256:<hex>` of a key_id, as kube-apiserver labels its own key_id metrics.
+pub fn key_id_hash(key_id: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, key_id.as_bytes());
+    format!("sha256:{}", hex::encode(d.as_ref()))
+}
+
+impl Metrics {
+    /// Registers every metric under the `kms_plugin` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kms_plugin");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "gRPC calls by operation and status code",
+            calls.clone(),
+        );
+        let latency = Family::<OpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "gRPC call latency by operation",
+            latency.clone(),
+        );
+        let active_key = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "active_key_info",
+            "1 for the active KEK, labelled by the SHA-256 of its key_id",
+            active_key.clone(),
+        );
+        let rotations = Counter::default();
+        registry.register(
+            "key_rotations",
+            "Active key changes observed while serving",
+            rotations.clone(),
+        );
+        let backend_errors = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "backend_errors",
+            "Backend failures by operation (encrypt, decrypt, reload, self-test)",
+            backend_errors.clone(),
+        );
+        let healthy = Gauge::default();
+        registry.register(
+            "healthy",
+            "1 when the last backend self-test passed",
+            healthy.clone(),
+        );
+        Metrics {
+            registry,
+            calls,
+            latency,
+            active_key,
+            current_key: Mutex::new(None),
+            rotations,
+            backend_errors,
+            healthy,
+        }
+    }
+
+    /// Records one finished call.
+    pub fn observe(&self, op: &'static str, code: tonic::Code, elapsed: Duration) {
+        self.calls
+            .get_or_create(&CallLabels {
+                op,
+                code: code_name(code),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&OpLabels { op })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a backend failure.
+    pub fn backend_error(&self, op: &'static str) {
+        self.backend_errors.get_or_create(&OpLabels { op }).inc();
+    }
+
+    /// Sets the health gauge.
+    pub fn set_healthy(&self, ok: bool) {
+        self.healthy.set(i64::from(ok));
+    }
+
+    /// Publishes the active key; counts a rotation when it changed.
+    pub fn set_active_key(&self, key_id: &str, backend: &str) {
+        let labels = KeyLabels {
+            key_id_hash: key_id_hash(key_id),
+            backend: backend.to_string(),
+        };
+        let mut cur = self.current_key.lock().expect("metrics mutex");
+        if cur.as_ref() == Some(&labels) {
+            return;
+        }
+        if let Some(old) = cur.take() {
+            self.active_key.remove(&old);
+            self.rotations.inc();
+        }
+        self.active_key.get_or_create(&labels).set(1);
+        *cur = Some(labels);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry)
+            .expect("writing to a String cannot fail");
+        s
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The canonical name of a gRPC code, as used in labels.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_calls_keys_and_rotations() {
+        let m = Metrics::new();
+        m.observe("encrypt", tonic::Code::Ok, Duration::from_micros(50));
+        m.observe("decrypt", tonic::Code::InvalidArgument, Duration::from_micros(70));
+        m.set_active_key("k1", "software");
+        m.set_active_key("k1", "software");
+        m.set_active_key("k2", "software");
+        m.backend_error("reload");
+        let text = m.encode();
+        assert!(text.contains(r#"kms_plugin_requests_total{op="encrypt",code="OK"} 1"#), "{text}");
+        assert!(text.contains(r#"code="InvalidArgument""#));
+        assert!(text.contains("kms_plugin_key_rotations_total 1"));
+        assert!(text.contains(&key_id_hash("k2")));
+        assert!(!text.contains(&key_id_hash("k1")), "old key still exported");
+        assert!(!text.contains("\"k2\""), "raw key_id exported");
+        assert!(text.contains(r#"kms_plugin_backend_errors_total{op="reload"} 1"#));
+        assert!(text.contains("kms_plugin_request_duration_seconds_bucket"));
+    }
+}

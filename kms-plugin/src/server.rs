@@ -1,0 +1,204 @@
+//! `kms-plugin serve`: validate everything, bind, serve, pick up rotations,
+//! drain on SIGTERM/SIGINT, remove the socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kms_proto::v2::key_management_service_server::KeyManagementServiceServer;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+
+use crate::backend::{self, KeyBackend};
+use crate::config::ServeConfig;
+use crate::health::Health;
+use crate::limits::MAX_REQUEST_BYTES;
+use crate::listener;
+use crate::metrics::Metrics;
+use crate::service::KmsService;
+
+/// Everything `serve` needs, prepared before the runtime starts.
+pub struct Prepared {
+    cfg: ServeConfig,
+    backend: Arc<dyn KeyBackend>,
+    socket: listener::BoundSocket,
+    health_listener: Option<std::net::TcpListener>,
+}
+
+/// Opens the backend and binds the health port and the socket, in that
+/// order, so a bad key ring or a busy port fails before the socket exists.
+pub fn prepare(cfg: ServeConfig) -> anyhow::Result<Prepared> {
+    crate::hardening::private_umask();
+    if let Err(e) = crate::hardening::disable_core_dumps() {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
+    let backend = backend::open(&cfg)?;
+    let health_listener = match cfg.health_addr {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a)
+                .map_err(|e| anyhow::anyhow!("health-addr={a}: cannot listen: {e}"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
+    let socket = listener::bind(&cfg.listen, cfg.socket_gid)?;
+    Ok(Prepared {
+        cfg,
+        backend,
+        socket,
+        health_listener,
+    })
+}
+
+/// Rewrites tonic's "message too large" (OUT_OF_RANGE, from decoding before
+/// our handler runs) into INVALID_ARGUMENT, the code every other bad input
+/// gets. Our handlers never return OUT_OF_RANGE themselves.
+fn oversized_is_invalid_argument<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let h = resp.headers_mut();
+    if h.get("grpc-status").is_some_and(|v| v == "11") {
+        h.insert("grpc-status", http::HeaderValue::from_static("3"));
+        h.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("request%20exceeds%20the%2064%20KiB%20limit"),
+        );
+    }
+    resp
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+async fn reload_loop(
+    backend: Arc<dyn KeyBackend>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error: Option<String> = None;
+    loop {
+        tick.tick().await;
+        match backend.refresh().await {
+            Ok(r) => {
+                last_error = None;
+                if r.changed {
+                    health.invalidate();
+                    metrics.set_active_key(&r.active, backend.kind());
+                    tracing::info!(kms.key_id = %r.active, "key ring reloaded");
+                }
+            }
+            Err(e) => {
+                metrics.backend_error("reload");
+                let msg = e.to_string();
+                if last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::error!(error = %msg, "key ring reload failed; still serving with the keys loaded before");
+                    last_error = Some(msg);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the prepared server until a signal, then drains and cleans up.
+pub async fn run(p: Prepared) -> anyhow::Result<()> {
+    let Prepared {
+        cfg,
+        backend,
+        socket,
+        health_listener,
+    } = p;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(backend.clone(), metrics.clone(), cfg.health_cache));
+    let active = backend.active_key_id()?;
+    metrics.set_active_key(&active, backend.kind());
+
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+
+    let http_task = match health_listener {
+        Some(l) => {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            let addr = l.local_addr()?;
+            let mut rx = stop_tx.subscribe();
+            let (h, m) = (health.clone(), metrics.clone());
+            tracing::info!(%addr, "serving /healthz, /livez and /metrics");
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::http::serve(l, h, m, async move {
+                    let _ = rx.recv().await;
+                })
+                .await
+                {
+                    tracing::error!(error = %e, "health endpoint failed");
+                }
+            }))
+        }
+        None => None,
+    };
+
+    let reload = tokio::spawn(reload_loop(
+        backend.clone(),
+        health.clone(),
+        metrics.clone(),
+        cfg.reload_interval,
+    ));
+
+    let service = KmsService::new(backend.clone(), health.clone(), metrics.clone());
+    let svc = KeyManagementServiceServer::new(service)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES);
+    let std_listener = socket.listener.try_clone()?;
+    let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(std_listener)?);
+    let mut rx = stop_tx.subscribe();
+    let grpc = Server::builder()
+        .timeout(cfg.timeout)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(cfg.max_in_flight))
+        .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = rx.recv().await;
+        });
+    let mut grpc = tokio::spawn(grpc);
+
+    tracing::info!(
+        endpoint = %cfg.listen,
+        backend = backend.kind(),
+        hardware_backed = backend.is_hardware_backed(),
+        kms.key_id = %active,
+        "kms-plugin serving KMS v2"
+    );
+
+    let sig = tokio::select! {
+        s = shutdown_signal() => s,
+        r = &mut grpc => {
+            socket.cleanup();
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::anyhow!("gRPC server failed: {e}")),
+                Err(e) => Err(anyhow::anyhow!("gRPC server task failed: {e}")),
+            };
+        }
+    };
+    tracing::info!(signal = sig, grace = ?cfg.shutdown_grace, "shutting down: no new connections, draining in-flight calls");
+    // Stop accepting first: the socket file goes away so no new client finds it.
+    socket.cleanup();
+    let _ = stop_tx.send(());
+    reload.abort();
+    match tokio::time::timeout(cfg.shutdown_grace, &mut grpc).await {
+        Ok(_) => tracing::info!("drained; bye"),
+        Err(_) => {
+            tracing::warn!("grace period over with calls still in flight; exiting");
+            grpc.abort();
+        }
+    }
+    if let Some(h) = http_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
+    }
+    Ok(())
+}

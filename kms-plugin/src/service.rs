@@ -1,0 +1,222 @@
+//! The KMS v2 gRPC service kube-apiserver calls: Status, Encrypt, Decrypt.
+//!
+//! Every request is checked against the protocol's limits before it reaches
+//! the backend; every answer satisfies what the apiserver checks (see
+//! `limits`). Each call gets a tracing span (op, uid, key_id, code, latency)
+//! and is counted in the metrics. Errors are mapped to gRPC codes in one
+//! place, [`to_status`]; nothing in a reply or a log line carries plaintext
+//! or key bytes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kms_proto::v2::key_management_service_server::KeyManagementService;
+use kms_proto::v2::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest,
+    StatusResponse,
+};
+use tonic::{Code, Request, Response, Status};
+use tracing::field::Empty;
+use zeroize::Zeroizing;
+
+use crate::backend::{BackendError, KeyBackend};
+use crate::health::Health;
+use crate::limits::{self, ANNOTATION_DOMAIN, MAX_CIPHERTEXT, MAX_KEY_ID, MAX_UID, printable};
+use crate::metrics::{Metrics, code_name};
+
+/// The API version reported in Status.
+pub const API_VERSION: &str = "v2";
+
+/// The service state shared by all connections.
+pub struct KmsService {
+    backend: Arc<dyn KeyBackend>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    annotation_key: String,
+}
+
+impl KmsService {
+    /// A service over `backend`.
+    pub fn new(backend: Arc<dyn KeyBackend>, health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
+        KmsService {
+            backend,
+            health,
+            metrics,
+            annotation_key: format!("backend.{ANNOTATION_DOMAIN}"),
+        }
+    }
+
+    fn finish<T>(
+        &self,
+        op: &'static str,
+        span: &tracing::Span,
+        start: Instant,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let elapsed = start.elapsed();
+        let code = match &result {
+            Ok(_) => Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.metrics.observe(op, code, elapsed);
+        span.record("grpc.code", code_name(code));
+        span.record("latency_us", elapsed.as_micros() as u64);
+        match &result {
+            Ok(_) => tracing::debug!(parent: span, "call ok"),
+            Err(s) if s.code() == Code::Internal || s.code() == Code::Unavailable => {
+                tracing::error!(parent: span, error = s.message(), "call failed")
+            }
+            Err(s) => tracing::warn!(parent: span, error = s.message(), "call refused"),
+        }
+        result.map(Response::new)
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg)
+}
+
+fn check_uid(uid: &str) -> Result<(), Status> {
+    if uid.len() > MAX_UID {
+        return Err(invalid(format!(
+            "uid is {} bytes, the limit is {MAX_UID}",
+            uid.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Maps a backend error to what the client sees. The one place where
+/// internal failures are turned into an opaque `Internal`.
+pub fn to_status(e: &BackendError) -> Status {
+    match e {
+        BackendError::UnknownKeyId(_) | BackendError::Retired(_) => Status::not_found(e.to_string()),
+        BackendError::DecryptionFailed => Status::invalid_argument("decryption failed"),
+        BackendError::Malformed(_) | BackendError::TooLarge { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        BackendError::Unavailable(_) => Status::unavailable(e.to_string()),
+        BackendError::Keyring(_) | BackendError::Internal(_) => {
+            tracing::error!(error = %e, "internal backend error");
+            Status::internal("internal error in the KMS plugin; see its log")
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl KeyManagementService for KmsService {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let start = Instant::now();
+        let span = tracing::info_span!("rpc", kms.op = "status", kms.key_id = Empty, grpc.code = Empty, latency_us = Empty);
+        let result = async {
+            let key_id = self.backend.active_key_id().map_err(|e| to_status(&e))?;
+            span.record("kms.key_id", &*key_id);
+            let healthz = self.health.healthz().await;
+            Ok(StatusResponse {
+                version: API_VERSION.to_string(),
+                healthz: healthz.to_string(),
+                key_id: key_id.to_string(),
+            })
+        }
+        .await;
+        self.finish("status", &span, start, result)
+    }
+
+    async fn encrypt(
+        &self,
+        request: Request<EncryptRequest>,
+    ) -> Result<Response<EncryptResponse>, Status> {
+        let start = Instant::now();
+        let req = request.into_inner();
+        let plaintext = Zeroizing::new(req.plaintext);
+        let span = tracing::info_span!("rpc", kms.op = "encrypt", kms.uid = %printable(&req.uid, 64), kms.key_id = Empty, grpc.code = Empty, latency_us = Empty);
+        let result = async {
+            check_uid(&req.uid)?;
+            if plaintext.is_empty() {
+                return Err(invalid("plaintext is empty"));
+            }
+            let max = self.backend.max_plaintext();
+            if plaintext.len() > max {
+                return Err(invalid(format!(
+                    "plaintext is {} bytes; at most {max} bytes fit in the {MAX_CIPHERTEXT}-byte ciphertext limit",
+                    plaintext.len()
+                )));
+            }
+            let w = self.backend.encrypt(&plaintext).await.map_err(|e| {
+                self.metrics.backend_error("encrypt");
+                to_status(&e)
+            })?;
+            span.record("kms.key_id", &*w.key_id);
+            debug_assert!(!w.ciphertext.is_empty() && w.ciphertext.len() <= MAX_CIPHERTEXT);
+            let mut annotations = BTreeMap::new();
+            annotations.insert(
+                self.annotation_key.clone(),
+                self.backend.kind().as_bytes().to_vec(),
+            );
+            Ok(EncryptResponse {
+                ciphertext: w.ciphertext,
+                key_id: w.key_id.to_string(),
+                annotations,
+            })
+        }
+        .await;
+        self.finish("encrypt", &span, start, result)
+    }
+
+    async fn decrypt(
+        &self,
+        request: Request<DecryptRequest>,
+    ) -> Result<Response<DecryptResponse>, Status> {
+        let start = Instant::now();
+        let req = request.into_inner();
+        let span = tracing::info_span!("rpc", kms.op = "decrypt", kms.uid = %printable(&req.uid, 64), kms.key_id = %printable(&req.key_id, 128), grpc.code = Empty, latency_us = Empty);
+        let result = async {
+            check_uid(&req.uid)?;
+            if req.ciphertext.is_empty() {
+                return Err(invalid("ciphertext is empty"));
+            }
+            if req.ciphertext.len() > MAX_CIPHERTEXT {
+                return Err(invalid(format!(
+                    "ciphertext is {} bytes, the limit is {MAX_CIPHERTEXT}",
+                    req.ciphertext.len()
+                )));
+            }
+            if req.key_id.is_empty() {
+                return Err(invalid("key_id is empty"));
+            }
+            if req.key_id.len() > MAX_KEY_ID {
+                return Err(invalid(format!(
+                    "key_id is {} bytes, the limit is {MAX_KEY_ID}",
+                    req.key_id.len()
+                )));
+            }
+            limits::validate_annotations(&req.annotations).map_err(invalid)?;
+            let plaintext = self
+                .backend
+                .decrypt(&req.key_id, &req.ciphertext)
+                .await
+                .map_err(|e| {
+                    if !matches!(
+                        e,
+                        BackendError::DecryptionFailed
+                            | BackendError::UnknownKeyId(_)
+                            | BackendError::Retired(_)
+                            | BackendError::Malformed(_)
+                    ) {
+                        self.metrics.backend_error("decrypt");
+                    }
+                    to_status(&e)
+                })?;
+            // The response owns a copy; the wiping buffer is dropped here.
+            Ok(DecryptResponse {
+                plaintext: plaintext.to_vec(),
+            })
+        }
+        .await;
+        self.finish("decrypt", &span, start, result)
+    }
+}

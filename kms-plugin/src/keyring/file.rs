@@ -27,6 +27,9 @@ pub struct RingLock {
 
 /// Takes the writer lock of the ring in `dir` (blocking until free).
 pub fn lock(dir: &Path) -> Result<RingLock, KeyringError> {
+    if !dir.is_dir() {
+        return Err(KeyringError::Missing(ring_path(dir), dir.to_path_buf()));
+    }
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)

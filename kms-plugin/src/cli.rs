@@ -29,7 +29,9 @@ enum Command {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -53,7 +55,10 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(crate::server::run(prepared))) {
+            match runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(crate::server::run(prepared)))
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -66,7 +71,10 @@ pub fn main() -> ExitCode {
             report(crate::keycmd::run(cmd))
         }
         Command::Probe(args) => {
-            match runtime().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(crate::probe::run(args))) {
+            match runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(crate::probe::run(args)))
+            {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => report(Err(e)),

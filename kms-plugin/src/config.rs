@@ -156,10 +156,18 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("config={:?}: cannot read: {e}", path.display().to_string())))?;
-    toml::from_str(&text)
-        .map_err(|e| ConfigError(format!("config={:?} is not valid: {e}", path.display().to_string())))
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "config={:?}: cannot read: {e}",
+            path.display().to_string()
+        ))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        ConfigError(format!(
+            "config={:?} is not valid: {e}",
+            path.display().to_string()
+        ))
+    })
 }
 
 impl ServeConfig {
@@ -174,7 +182,8 @@ impl ServeConfig {
         let listen_s = pick(&args.listen_addr, file.listen_addr).ok_or_else(|| {
             ConfigError("listen-addr is required (e.g. --listen-addr unix:///var/run/kmsplugin/socket.sock)".into())
         })?;
-        let listen = Endpoint::parse(&listen_s).map_err(|e| ConfigError(format!("listen-addr={e}")))?;
+        let listen =
+            Endpoint::parse(&listen_s).map_err(|e| ConfigError(format!("listen-addr={e}")))?;
 
         let keyring = args.keyring.clone().or(file.keyring).ok_or_else(|| {
             ConfigError("keyring is required (e.g. --keyring /var/lib/kms-plugin)".into())
@@ -188,13 +197,18 @@ impl ServeConfig {
             None => BackendKind::Software,
         };
 
-        let dur = |key: &str, a: &Option<String>, f: Option<String>, default: Duration| {
-            match pick(a, f) {
-                Some(v) => parse_duration(key, &v),
-                None => Ok(default),
-            }
+        let dur = |key: &str, a: &Option<String>, f: Option<String>, default: Duration| match pick(
+            a, f,
+        ) {
+            Some(v) => parse_duration(key, &v),
+            None => Ok(default),
         };
-        let timeout = dur("timeout", &args.timeout, file.timeout, Duration::from_secs(3))?;
+        let timeout = dur(
+            "timeout",
+            &args.timeout,
+            file.timeout,
+            Duration::from_secs(3),
+        )?;
         let shutdown_grace = dur(
             "shutdown-grace",
             &args.shutdown_grace,
@@ -215,22 +229,31 @@ impl ServeConfig {
         )?;
 
         let health_addr = match pick(&args.health_addr, file.health_addr) {
-            Some(a) => Some(
-                a.parse::<SocketAddr>()
-                    .map_err(|e| bad("health-addr", &a, format!("{e} (expected HOST:PORT such as 127.0.0.1:8095)")))?,
-            ),
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|e| {
+                bad(
+                    "health-addr",
+                    &a,
+                    format!("{e} (expected HOST:PORT such as 127.0.0.1:8095)"),
+                )
+            })?),
             None => None,
         };
 
         let log_format = match pick(&args.log_format, file.log_format) {
-            Some(f) => f.parse().map_err(|e| ConfigError(format!("log-format={e}")))?,
+            Some(f) => f
+                .parse()
+                .map_err(|e| ConfigError(format!("log-format={e}")))?,
             None => LogFormat::Plain,
         };
 
         let socket_gid = match pick(&args.socket_group, file.socket_group) {
             Some(g) => {
                 if listen.path().is_none() {
-                    return Err(bad("socket-group", &g, "abstract sockets have no file permissions"));
+                    return Err(bad(
+                        "socket-group",
+                        &g,
+                        "abstract sockets have no file permissions",
+                    ));
                 }
                 Some(crate::listener::resolve_group(&g).map_err(|e| bad("socket-group", &g, e))?)
             }
@@ -295,16 +318,73 @@ mod tests {
     #[test]
     fn bad_values_name_themselves() {
         let cases: Vec<(ServeArgs, &str)> = vec![
-            (args("tcp://127.0.0.1:1"), "listen-addr=\"tcp://127.0.0.1:1\" is not valid"),
-            (ServeArgs { timeout: Some("soon".into()), ..args("unix:///a.sock") }, "timeout=\"soon\" is not valid"),
-            (ServeArgs { timeout: Some("0s".into()), ..args("unix:///a.sock") }, "greater than zero"),
-            (ServeArgs { health_addr: Some("localhost".into()), ..args("unix:///a.sock") }, "health-addr=\"localhost\" is not valid"),
-            (ServeArgs { log_format: Some("xml".into()), ..args("unix:///a.sock") }, "log-format=\"xml\" is not valid"),
-            (ServeArgs { backend: Some("hsm".into()), ..args("unix:///a.sock") }, "backend=\"hsm\" is not valid"),
-            (ServeArgs { max_in_flight: Some(0), ..args("unix:///a.sock") }, "max-in-flight=\"0\" is not valid"),
-            (ServeArgs { socket_group: Some("no-such-group-zz".into()), ..args("unix:///a.sock") }, "socket-group"),
-            (ServeArgs { socket_group: Some("0".into()), ..args("unix:///@abs") }, "abstract"),
-            (ServeArgs { listen_addr: None, ..args("unix:///a.sock") }, "listen-addr is required"),
+            (
+                args("tcp://127.0.0.1:1"),
+                "listen-addr=\"tcp://127.0.0.1:1\" is not valid",
+            ),
+            (
+                ServeArgs {
+                    timeout: Some("soon".into()),
+                    ..args("unix:///a.sock")
+                },
+                "timeout=\"soon\" is not valid",
+            ),
+            (
+                ServeArgs {
+                    timeout: Some("0s".into()),
+                    ..args("unix:///a.sock")
+                },
+                "greater than zero",
+            ),
+            (
+                ServeArgs {
+                    health_addr: Some("localhost".into()),
+                    ..args("unix:///a.sock")
+                },
+                "health-addr=\"localhost\" is not valid",
+            ),
+            (
+                ServeArgs {
+                    log_format: Some("xml".into()),
+                    ..args("unix:///a.sock")
+                },
+                "log-format=\"xml\" is not valid",
+            ),
+            (
+                ServeArgs {
+                    backend: Some("hsm".into()),
+                    ..args("unix:///a.sock")
+                },
+                "backend=\"hsm\" is not valid",
+            ),
+            (
+                ServeArgs {
+                    max_in_flight: Some(0),
+                    ..args("unix:///a.sock")
+                },
+                "max-in-flight=\"0\" is not valid",
+            ),
+            (
+                ServeArgs {
+                    socket_group: Some("no-such-group-zz".into()),
+                    ..args("unix:///a.sock")
+                },
+                "socket-group",
+            ),
+            (
+                ServeArgs {
+                    socket_group: Some("0".into()),
+                    ..args("unix:///@abs")
+                },
+                "abstract",
+            ),
+            (
+                ServeArgs {
+                    listen_addr: None,
+                    ..args("unix:///a.sock")
+                },
+                "listen-addr is required",
+            ),
         ];
         for (a, want) in cases {
             let e = ServeConfig::resolve(&a).unwrap_err().to_string();
@@ -336,6 +416,11 @@ mod tests {
         let e = ServeConfig::resolve(&a).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
         std::fs::write(&f, "timeout = [").unwrap();
-        assert!(ServeConfig::resolve(&a).unwrap_err().to_string().contains("is not valid"));
+        assert!(
+            ServeConfig::resolve(&a)
+                .unwrap_err()
+                .to_string()
+                .contains("is not valid")
+        );
     }
 }

@@ -98,8 +98,12 @@ fn mint_entry(
 
 fn init(args: &RingArgs, backend_name: &str, algorithm: Option<&str>) -> anyhow::Result<()> {
     let minter = backend::minter(backend_name, args.tcti.as_deref())?;
-    fsutil::ensure_private_dir(&args.keyring)
-        .map_err(|e| anyhow::anyhow!("cannot create key ring directory {}: {e}", args.keyring.display()))?;
+    fsutil::ensure_private_dir(&args.keyring).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create key ring directory {}: {e}",
+            args.keyring.display()
+        )
+    })?;
     let lock = keyring::lock(&args.keyring)?;
     if keyring::ring_path(&args.keyring).exists() {
         return Err(KeyringError::Exists(keyring::ring_path(&args.keyring)).into());
@@ -124,7 +128,9 @@ fn rotate(args: &RingArgs, algorithm: Option<&str>) -> anyhow::Result<()> {
     let lock = keyring::lock(&args.keyring)?;
     let mut ring = Keyring::load(&args.keyring)?;
     let minter = backend::minter(&ring.backend, args.tcti.as_deref())?;
-    let previous = ring.active().map(|k| (k.key_id.clone(), k.algorithm.clone()));
+    let previous = ring
+        .active()
+        .map(|k| (k.key_id.clone(), k.algorithm.clone()));
     let alg = algorithm
         .map(str::to_string)
         .or_else(|| previous.as_ref().map(|p| p.1.clone()))
@@ -138,7 +144,9 @@ fn rotate(args: &RingArgs, algorithm: Option<&str>) -> anyhow::Result<()> {
     if let Some((p, _)) = previous {
         println!("previous key {p} stays enabled for Decrypt");
     }
-    println!("a running `kms-plugin serve` picks this up within its reload interval (1s by default)");
+    println!(
+        "a running `kms-plugin serve` picks this up within its reload interval (1s by default)"
+    );
     let _ = std::io::stdout().flush();
     Ok(())
 }
@@ -169,7 +177,13 @@ fn list(args: &RingArgs, output: &str) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         "table" => {
-            let w = ring.keys.iter().map(|k| k.key_id.len()).max().unwrap_or(6).max(6);
+            let w = ring
+                .keys
+                .iter()
+                .map(|k| k.key_id.len())
+                .max()
+                .unwrap_or(6)
+                .max(6);
             println!(
                 "{:<w$}  {:>7}  {:<18}  {:<8}  {:<20}  RETIRED",
                 "KEY_ID", "VERSION", "ALGORITHM", "STATE", "CREATED"

@@ -11,7 +11,7 @@
 //! - [`wire`]: the ciphertext format; [`secret`]: locked key memory;
 //! - [`server`], [`listener`], [`http`], [`health`], [`metrics`],
 //!   [`telemetry`], [`hardening`], [`config`]: running as a daemon;
-//! - [`keycmd`], [`probe`], [`bench`], [`cli`]: the command line.
+//! - [`keycmd`], [`probe`], [`bench`](mod@bench), [`cli`]: the command line.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -20,6 +20,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod fsutil;
+pub mod hardening;
 pub mod health;
 pub mod http;
 pub mod keycmd;
@@ -33,4 +34,3 @@ pub mod server;
 pub mod service;
 pub mod telemetry;
 pub mod wire;
-pub mod hardening;

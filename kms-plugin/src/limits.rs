@@ -95,7 +95,9 @@ mod tests {
             assert!(!is_fqdn(bad), "{bad:?}");
         }
         assert!(!is_fqdn(&format!("{}.b", "a".repeat(64))));
-        assert!(!is_fqdn(&"a.".repeat(127).trim_end_matches('.').to_string().repeat(2)));
+        assert!(!is_fqdn(
+            &"a.".repeat(127).trim_end_matches('.').to_string().repeat(2)
+        ));
     }
 
     #[test]
@@ -104,7 +106,11 @@ mod tests {
         a.insert(format!("x.{ANNOTATION_DOMAIN}"), vec![0u8; 100]);
         assert!(validate_annotations(&a).is_ok());
         a.insert("bad".into(), vec![]);
-        assert!(validate_annotations(&a).unwrap_err().contains("fully qualified"));
+        assert!(
+            validate_annotations(&a)
+                .unwrap_err()
+                .contains("fully qualified")
+        );
         let mut big = BTreeMap::new();
         big.insert("a.b".to_string(), vec![0u8; MAX_ANNOTATIONS]);
         assert!(validate_annotations(&big).unwrap_err().contains("limit"));

@@ -15,7 +15,9 @@ use crate::fsutil;
 #[non_exhaustive]
 pub enum ListenError {
     /// Another process answers on the socket.
-    #[error("{0} is in use: another process is serving on it (stop it first, or choose another --listen-addr)")]
+    #[error(
+        "{0} is in use: another process is serving on it (stop it first, or choose another --listen-addr)"
+    )]
     Live(String),
     /// A symlink sits at the socket path.
     #[error("{0} is a symbolic link; refusing to follow or remove it")]
@@ -142,7 +144,9 @@ pub fn bind(endpoint: &Endpoint, gid: Option<u32>) -> Result<BoundSocket, Listen
             (l, None, 0)
         }
     };
-    listener.set_nonblocking(true).map_err(io_err("configuring"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("configuring"))?;
     Ok(BoundSocket {
         listener,
         path,
@@ -157,10 +161,9 @@ impl BoundSocket {
             && let Ok(m) = std::fs::symlink_metadata(p)
             && m.ino() == self.ino
             && m.file_type().is_socket()
+            && let Err(e) = std::fs::remove_file(p)
         {
-            if let Err(e) = std::fs::remove_file(p) {
-                tracing::warn!(socket = %p.display(), error = %e, "could not remove socket");
-            }
+            tracing::warn!(socket = %p.display(), error = %e, "could not remove socket");
         }
     }
 }
@@ -224,14 +227,20 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("file.sock");
         std::fs::write(&f, b"precious").unwrap();
-        assert!(matches!(bind(&ep(&f), None), Err(ListenError::NotASocket(_, "a regular file"))));
+        assert!(matches!(
+            bind(&ep(&f), None),
+            Err(ListenError::NotASocket(_, "a regular file"))
+        ));
         assert_eq!(std::fs::read(&f).unwrap(), b"precious");
         let l = d.path().join("link.sock");
         std::os::unix::fs::symlink(&f, &l).unwrap();
         assert!(matches!(bind(&ep(&l), None), Err(ListenError::Symlink(_))));
         let dir = d.path().join("dir.sock");
         std::fs::create_dir(&dir).unwrap();
-        assert!(matches!(bind(&ep(&dir), None), Err(ListenError::NotASocket(_, "a directory"))));
+        assert!(matches!(
+            bind(&ep(&dir), None),
+            Err(ListenError::NotASocket(_, "a directory"))
+        ));
     }
 
     #[test]

@@ -196,13 +196,20 @@ mod tests {
     fn exposes_calls_keys_and_rotations() {
         let m = Metrics::new();
         m.observe("encrypt", tonic::Code::Ok, Duration::from_micros(50));
-        m.observe("decrypt", tonic::Code::InvalidArgument, Duration::from_micros(70));
+        m.observe(
+            "decrypt",
+            tonic::Code::InvalidArgument,
+            Duration::from_micros(70),
+        );
         m.set_active_key("k1", "software");
         m.set_active_key("k1", "software");
         m.set_active_key("k2", "software");
         m.backend_error("reload");
         let text = m.encode();
-        assert!(text.contains(r#"kms_plugin_requests_total{op="encrypt",code="OK"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"kms_plugin_requests_total{op="encrypt",code="OK"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"code="InvalidArgument""#));
         assert!(text.contains("kms_plugin_key_rotations_total 1"));
         assert!(text.contains(&key_id_hash("k2")));

@@ -30,15 +30,20 @@ fn line(step: &str, what: impl std::fmt::Display) {
 
 /// Runs the probe; returns whether the plugin is healthy for kube-apiserver.
 pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
-    let ep = Endpoint::parse(&args.listen_addr)
-        .map_err(|e| anyhow::anyhow!("listen-addr={e}"))?;
+    let ep = Endpoint::parse(&args.listen_addr).map_err(|e| anyhow::anyhow!("listen-addr={e}"))?;
     let timeout = crate::config::parse_duration("timeout", &args.timeout)?;
     line("endpoint", &ep);
 
     if let Some(p) = ep.path() {
         match std::fs::symlink_metadata(p) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                line("socket", format!("MISSING: nothing at {}: is the plugin running? (systemctl status kms-plugin / crictl ps)", p.display()));
+                line(
+                    "socket",
+                    format!(
+                        "MISSING: nothing at {}: is the plugin running? (systemctl status kms-plugin / crictl ps)",
+                        p.display()
+                    ),
+                );
                 return Ok(false);
             }
             Err(e) => {
@@ -48,10 +53,16 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
             Ok(m) => {
                 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
                 if !m.file_type().is_socket() {
-                    line("socket", format!("NOT A SOCKET: {} is something else", p.display()));
+                    line(
+                        "socket",
+                        format!("NOT A SOCKET: {} is something else", p.display()),
+                    );
                     return Ok(false);
                 }
-                line("socket", format!("present, mode {:o}", m.permissions().mode() & 0o777));
+                line(
+                    "socket",
+                    format!("present, mode {:o}", m.permissions().mode() & 0o777),
+                );
             }
         }
     }
@@ -61,8 +72,12 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
         Ok(_) => line("connect", format!("ok ({})", ms(t.elapsed()))),
         Err(e) => {
             let hint = match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => "stale socket: nothing is listening (the plugin crashed or stopped; restart it)",
-                std::io::ErrorKind::PermissionDenied => "permission denied: run as the user kube-apiserver runs as (usually root), or check --socket-group",
+                std::io::ErrorKind::ConnectionRefused => {
+                    "stale socket: nothing is listening (the plugin crashed or stopped; restart it)"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "permission denied: run as the user kube-apiserver runs as (usually root), or check --socket-group"
+                }
                 std::io::ErrorKind::NotFound => "no such socket: is the plugin running?",
                 _ => "cannot connect",
             };
@@ -77,7 +92,15 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
     let status = match client.status(StatusRequest {}).await {
         Ok(r) => r.into_inner(),
         Err(s) => {
-            line("status", format!("FAILED: {:?}: {} ({})", s.code(), s.message(), ms(t.elapsed())));
+            line(
+                "status",
+                format!(
+                    "FAILED: {:?}: {} ({})",
+                    s.code(),
+                    s.message(),
+                    ms(t.elapsed())
+                ),
+            );
             return Ok(false);
         }
     };
@@ -85,18 +108,30 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
         "status",
         format!(
             "version={:?} healthz={:?} key_id={:?} ({})",
-            status.version, status.healthz, status.key_id, ms(t.elapsed())
+            status.version,
+            status.healthz,
+            status.key_id,
+            ms(t.elapsed())
         ),
     );
     let mut problems = Vec::new();
     if status.version != "v2" && status.version != "v2beta1" {
-        problems.push(format!("version {:?}: kube-apiserver expects v2", status.version));
+        problems.push(format!(
+            "version {:?}: kube-apiserver expects v2",
+            status.version
+        ));
     }
     if status.healthz != "ok" {
-        problems.push(format!("healthz {:?}: kube-apiserver expects exactly \"ok\"", status.healthz));
+        problems.push(format!(
+            "healthz {:?}: kube-apiserver expects exactly \"ok\"",
+            status.healthz
+        ));
     }
     if status.key_id.is_empty() || status.key_id.len() > MAX_KEY_ID {
-        problems.push(format!("key_id is {} bytes: must be 1..={MAX_KEY_ID}", status.key_id.len()));
+        problems.push(format!(
+            "key_id is {} bytes: must be 1..={MAX_KEY_ID}",
+            status.key_id.len()
+        ));
     }
 
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
@@ -111,7 +146,10 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
     {
         Ok(r) => r.into_inner(),
         Err(s) => {
-            line("encrypt", format!("FAILED: {:?}: {}", s.code(), s.message()));
+            line(
+                "encrypt",
+                format!("FAILED: {:?}: {}", s.code(), s.message()),
+            );
             return Ok(false);
         }
     };
@@ -137,7 +175,10 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
         ));
     }
     if enc.ciphertext.is_empty() || enc.ciphertext.len() > MAX_CIPHERTEXT {
-        problems.push(format!("ciphertext is {} bytes: must be 1..={MAX_CIPHERTEXT}", enc.ciphertext.len()));
+        problems.push(format!(
+            "ciphertext is {} bytes: must be 1..={MAX_CIPHERTEXT}",
+            enc.ciphertext.len()
+        ));
     }
     if let Err(e) = limits::validate_annotations(&enc.annotations) {
         problems.push(e);
@@ -156,7 +197,10 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
         Ok(r) => {
             let pt = zeroize::Zeroizing::new(r.into_inner().plaintext);
             if pt[..] == seed[..] {
-                line("decrypt", format!("ok: round trip matches ({})", ms(t.elapsed())));
+                line(
+                    "decrypt",
+                    format!("ok: round trip matches ({})", ms(t.elapsed())),
+                );
             } else {
                 problems.push("Decrypt returned something other than what was encrypted".into());
             }
@@ -165,7 +209,10 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
     }
 
     if problems.is_empty() {
-        line("result", "healthy: every check kube-apiserver applies passed");
+        line(
+            "result",
+            "healthy: every check kube-apiserver applies passed",
+        );
     } else {
         healthy = false;
         for p in &problems {

@@ -69,7 +69,11 @@ impl SecretKey {
         }
         // SAFETY: same allocation; advice only affects core dumps.
         let _ = unsafe {
-            rustix::mm::madvise(page.as_ptr().cast(), PAGE, rustix::mm::Advice::LinuxDontDump)
+            rustix::mm::madvise(
+                page.as_ptr().cast(),
+                PAGE,
+                rustix::mm::Advice::LinuxDontDump,
+            )
         };
         SecretKey { page, locked }
     }

@@ -116,7 +116,11 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
         health_listener,
     } = p;
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::new(backend.clone(), metrics.clone(), cfg.health_cache));
+    let health = Arc::new(Health::new(
+        backend.clone(),
+        metrics.clone(),
+        cfg.health_cache,
+    ));
     let active = backend.active_key_id()?;
     metrics.set_active_key(&active, backend.kind());
 
@@ -158,8 +162,12 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
     let mut rx = stop_tx.subscribe();
     let grpc = Server::builder()
         .timeout(cfg.timeout)
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(cfg.max_in_flight))
-        .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            cfg.max_in_flight,
+        ))
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_is_invalid_argument,
+        ))
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = rx.recv().await;

@@ -13,8 +13,7 @@ use std::time::Instant;
 
 use kms_proto::v2::key_management_service_server::KeyManagementService;
 use kms_proto::v2::{
-    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest,
-    StatusResponse,
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
 };
 use tonic::{Code, Request, Response, Status};
 use tracing::field::Empty;
@@ -91,7 +90,9 @@ fn check_uid(uid: &str) -> Result<(), Status> {
 /// internal failures are turned into an opaque `Internal`.
 pub fn to_status(e: &BackendError) -> Status {
     match e {
-        BackendError::UnknownKeyId(_) | BackendError::Retired(_) => Status::not_found(e.to_string()),
+        BackendError::UnknownKeyId(_) | BackendError::Retired(_) => {
+            Status::not_found(e.to_string())
+        }
         BackendError::DecryptionFailed => Status::invalid_argument("decryption failed"),
         BackendError::Malformed(_) | BackendError::TooLarge { .. } => {
             Status::invalid_argument(e.to_string())
@@ -111,7 +112,13 @@ impl KeyManagementService for KmsService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let start = Instant::now();
-        let span = tracing::info_span!("rpc", kms.op = "status", kms.key_id = Empty, grpc.code = Empty, latency_us = Empty);
+        let span = tracing::info_span!(
+            "rpc",
+            kms.op = "status",
+            kms.key_id = Empty,
+            grpc.code = Empty,
+            latency_us = Empty
+        );
         let result = async {
             let key_id = self.backend.active_key_id().map_err(|e| to_status(&e))?;
             span.record("kms.key_id", &*key_id);

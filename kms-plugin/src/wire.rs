@@ -87,7 +87,9 @@ pub enum WireError {
     #[error("decryption failed")]
     DecryptionFailed,
     /// The plaintext does not fit in the ciphertext limit.
-    #[error("plaintext is {len} bytes; at most {max} bytes fit in the {MAX_CIPHERTEXT}-byte ciphertext limit")]
+    #[error(
+        "plaintext is {len} bytes; at most {max} bytes fit in the {MAX_CIPHERTEXT}-byte ciphertext limit"
+    )]
     TooLarge {
         /// Plaintext length.
         len: usize,
@@ -134,12 +136,12 @@ pub fn seal(
     body.extend_from_slice(plaintext);
     let tag: [u8; TAG_LEN] = match alg {
         Algorithm::Aes256Gcm => aes_gcm::Aes256Gcm::new(key.dangerous_expose().into())
-            .encrypt_in_place_detached(nonce.into(), &aad, &mut *body)
+            .encrypt_in_place_detached(nonce.into(), &aad, &mut body)
             .map_err(|_| WireError::DecryptionFailed)?
             .into(),
         Algorithm::XChaCha20Poly1305 => {
             chacha20poly1305::XChaCha20Poly1305::new(key.dangerous_expose().into())
-                .encrypt_in_place_detached(nonce.into(), &aad, &mut *body)
+                .encrypt_in_place_detached(nonce.into(), &aad, &mut body)
                 .map_err(|_| WireError::DecryptionFailed)?
                 .into()
         }
@@ -221,8 +223,14 @@ mod tests {
                 &open(alg, &k, "kid-1", &ct).unwrap()[..],
                 b"0123456789abcdef0123456789abcdef"
             );
-            assert_eq!(open(alg, &k, "kid-2", &ct), Err(WireError::DecryptionFailed));
-            assert_eq!(open(alg, &key(), "kid-1", &ct), Err(WireError::DecryptionFailed));
+            assert_eq!(
+                open(alg, &k, "kid-2", &ct),
+                Err(WireError::DecryptionFailed)
+            );
+            assert_eq!(
+                open(alg, &key(), "kid-1", &ct),
+                Err(WireError::DecryptionFailed)
+            );
         }
     }
 

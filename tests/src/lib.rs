@@ -13,7 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn newest_mtime(dir: &Path) -> SystemTime {
@@ -24,7 +27,9 @@ fn newest_mtime(dir: &Path) -> SystemTime {
             let m = if p.is_dir() {
                 newest_mtime(&p)
             } else {
-                e.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH)
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH)
             };
             newest = newest.max(m);
         }
@@ -84,13 +89,21 @@ pub fn init_ring(dir: &Path, extra: &[&str]) {
     let mut args = vec!["key", "init", "--keyring", dir.to_str().unwrap()];
     args.extend_from_slice(extra);
     let out = kms(&args);
-    assert!(out.status.success(), "key init: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "key init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs `kms-plugin key rotate` and returns the new key_id.
 pub fn rotate(dir: &Path) -> String {
     let out = kms(&["key", "rotate", "--keyring", dir.to_str().unwrap()]);
-    assert!(out.status.success(), "key rotate: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "key rotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     created_key_id(&String::from_utf8_lossy(&out.stdout)).expect("rotate printed the new key")
 }
 
@@ -157,7 +170,10 @@ impl Plugin {
             .unwrap();
         let child = Command::new(bin("kms-plugin"))
             .args(&args)
-            .env("RUST_LOG", std::env::var("E2E_PLUGIN_LOG").unwrap_or_else(|_| "debug".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_PLUGIN_LOG").unwrap_or_else(|_| "debug".into()),
+            )
             .env_remove("TCTI")
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
@@ -248,9 +264,14 @@ impl Drop for Plugin {
 /// A plain HTTP/1.1 GET on 127.0.0.1:`port`; returns (status, body).
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting to health port");
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting to health port");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
     let status = buf

@@ -17,7 +17,12 @@ fn start(algorithm: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let ring = dir.path().join("ring");
     init_ring(&ring, &["--algorithm", algorithm]);
-    let plugin = Plugin::start(&ring, &dir.path().join("run/kms.sock"), &dir.path().join("log"), &[]);
+    let plugin = Plugin::start(
+        &ring,
+        &dir.path().join("run/kms.sock"),
+        &dir.path().join("log"),
+        &[],
+    );
     Env { _dir: dir, plugin }
 }
 
@@ -27,7 +32,8 @@ fn is_fqdn(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && l.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -52,8 +58,15 @@ async fn status_encrypt_decrypt_satisfy_the_apiserver_checks() {
 
         let seed = [0x5au8; 32];
         let r = c.encrypt(enc(&seed)).await.unwrap().into_inner();
-        assert_eq!(r.key_id, st.key_id, "Encrypt key_id must equal Status key_id");
-        assert!(!r.ciphertext.is_empty() && r.ciphertext.len() <= 1024, "{}", r.ciphertext.len());
+        assert_eq!(
+            r.key_id, st.key_id,
+            "Encrypt key_id must equal Status key_id"
+        );
+        assert!(
+            !r.ciphertext.is_empty() && r.ciphertext.len() <= 1024,
+            "{}",
+            r.ciphertext.len()
+        );
         assert!(!r.annotations.is_empty());
         let mut total = 0;
         for (k, v) in &r.annotations {
@@ -122,10 +135,22 @@ async fn wrong_and_unknown_key_ids() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    assert!(e.message().contains("soft-0000000000000000-v9-000000000000"), "{}", e.message());
+    assert!(
+        e.message()
+            .contains("soft-0000000000000000-v9-000000000000"),
+        "{}",
+        e.message()
+    );
 
     // A key that exists, but not the one that wrapped it: authentication fails.
-    let ring = env.plugin.sock.parent().unwrap().parent().unwrap().join("ring");
+    let ring = env
+        .plugin
+        .sock
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("ring");
     let new_id = e2e::rotate(&ring);
     let t = std::time::Instant::now();
     loop {
@@ -164,7 +189,11 @@ async fn empty_oversized_and_garbage_inputs_are_invalid_argument() {
     assert_eq!(ok.ciphertext.len(), 1024);
     let e = c.encrypt(enc(&vec![1u8; 995])).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("1024"), "must name the limit: {}", e.message());
+    assert!(
+        e.message().contains("1024"),
+        "must name the limit: {}",
+        e.message()
+    );
 
     let dec = |ct: Vec<u8>, key_id: &str| DecryptRequest {
         ciphertext: ct,
@@ -182,7 +211,11 @@ async fn empty_oversized_and_garbage_inputs_are_invalid_argument() {
     ] {
         let e = c.decrypt(req).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-        assert!(e.message().contains(want), "{want:?} not in {:?}", e.message());
+        assert!(
+            e.message().contains(want),
+            "{want:?} not in {:?}",
+            e.message()
+        );
     }
 
     // Bad annotations on Decrypt.
@@ -191,8 +224,12 @@ async fn empty_oversized_and_garbage_inputs_are_invalid_argument() {
     let e = c.decrypt(bad).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let mut big = dec(r.ciphertext.clone(), &r.key_id);
-    big.annotations.insert("a.example.com".into(), vec![0u8; 33 * 1024]);
-    assert_eq!(c.decrypt(big).await.unwrap_err().code(), Code::InvalidArgument);
+    big.annotations
+        .insert("a.example.com".into(), vec![0u8; 33 * 1024]);
+    assert_eq!(
+        c.decrypt(big).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 
     // An oversized uid.
     let e = c
@@ -208,13 +245,20 @@ async fn empty_oversized_and_garbage_inputs_are_invalid_argument() {
     let garbage: Vec<u8> = (0..4usize << 20).map(|i| (i * 7 + 13) as u8).collect();
     let e = c.encrypt(enc(&garbage)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    let e = c.decrypt(dec(garbage.clone(), &r.key_id)).await.unwrap_err();
+    let e = c
+        .decrypt(dec(garbage.clone(), &r.key_id))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
     // Still healthy and serving afterwards.
     let st = c.status(StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(st.healthz, "ok");
-    let d = c.decrypt(dec(r.ciphertext.clone(), &r.key_id)).await.unwrap().into_inner();
+    let d = c
+        .decrypt(dec(r.ciphertext.clone(), &r.key_id))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(d.plaintext, [3u8; 32]);
 }
 
@@ -226,7 +270,11 @@ async fn a_32_byte_seed_wraps_into_at_most_1kib_for_both_algorithms() {
         for _ in 0..20 {
             let r = c.encrypt(enc(&[9u8; 32])).await.unwrap().into_inner();
             assert!(r.ciphertext.len() <= 1024);
-            assert!(r.ciphertext.len() < 100, "{alg}: {} bytes for a seed", r.ciphertext.len());
+            assert!(
+                r.ciphertext.len() < 100,
+                "{alg}: {} bytes for a seed",
+                r.ciphertext.len()
+            );
         }
     }
 }

@@ -29,7 +29,10 @@ async fn sixteen_clients_thousands_of_round_trips_no_errors() {
             for i in 0..rounds {
                 let seed: Vec<u8> = (0..32).map(|j| worker ^ (i as u8) ^ j).collect();
                 let w = c
-                    .encrypt(EncryptRequest { plaintext: seed.clone(), uid: format!("w{worker}-{i}") })
+                    .encrypt(EncryptRequest {
+                        plaintext: seed.clone(),
+                        uid: format!("w{worker}-{i}"),
+                    })
                     .await
                     .expect("encrypt")
                     .into_inner();

@@ -8,7 +8,14 @@ use std::time::Duration;
 use e2e::{bin, init_ring, kms};
 
 fn key_ids(ring: &std::path::Path) -> Vec<String> {
-    let out = kms(&["key", "list", "--keyring", ring.to_str().unwrap(), "-o", "json"]);
+    let out = kms(&[
+        "key",
+        "list",
+        "--keyring",
+        ring.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
     assert!(
         out.status.success(),
         "the ring must always load: {}",
@@ -35,7 +42,9 @@ fn kill_9_during_rotate_never_breaks_the_ring_or_loses_a_reported_key() {
         .as_nanos() as u64;
     let (mut killed, mut completed) = (0, 0);
     for _ in 0..60 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let delay_us = (seed >> 33) % 25_000;
         let mut child = Command::new(bin("kms-plugin"))
             .args(["key", "rotate", "--keyring", ring.to_str().unwrap()])
@@ -47,7 +56,12 @@ fn kill_9_during_rotate_never_breaks_the_ring_or_loses_a_reported_key() {
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
         let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         if status.success() {
             completed += 1;
         } else {
@@ -61,9 +75,21 @@ fn kill_9_during_rotate_never_breaks_the_ring_or_loses_a_reported_key() {
             assert!(now.contains(id), "reported key {id} lost; ring has {now:?}");
         }
         // Exactly one active key, always.
-        let out = kms(&["key", "list", "--keyring", ring.to_str().unwrap(), "-o", "json"]);
+        let out = kms(&[
+            "key",
+            "list",
+            "--keyring",
+            ring.to_str().unwrap(),
+            "-o",
+            "json",
+        ]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let active = v["keys"].as_array().unwrap().iter().filter(|k| k["state"] == "active").count();
+        let active = v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["state"] == "active")
+            .count();
         assert_eq!(active, 1);
     }
     eprintln!("killed {killed} rotations mid-way, {completed} completed");
@@ -112,11 +138,28 @@ fn init_refuses_to_overwrite_and_commands_fail_clearly_without_a_ring() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no key ring"));
 
-    let out = kms(&["key", "init", "--keyring", dir.path().join("x").to_str().unwrap(), "--algorithm", "rot13"]);
+    let out = kms(&[
+        "key",
+        "init",
+        "--keyring",
+        dir.path().join("x").to_str().unwrap(),
+        "--algorithm",
+        "rot13",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown algorithm"));
 
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(ring.join("keyring.json")).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::metadata(&ring).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(ring.join("keyring.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(&ring).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
 }

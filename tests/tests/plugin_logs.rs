@@ -42,13 +42,21 @@ async fn logs_never_carry_plaintext_or_key_bytes() {
         let ring = dir.path().join("ring");
         init_ring(&ring, &[]);
         let log = dir.path().join("log");
-        let p = Plugin::start(&ring, &dir.path().join("kms.sock"), &log, &["--log-format", format]);
+        let p = Plugin::start(
+            &ring,
+            &dir.path().join("kms.sock"),
+            &log,
+            &["--log-format", format],
+        );
         let mut c = p.client().await;
         let plaintext = b"PLAINTEXT-SEED-0123456789-abcdef".to_vec();
         assert_eq!(plaintext.len(), 32);
         c.status(StatusRequest {}).await.unwrap();
         let w = c
-            .encrypt(EncryptRequest { plaintext: plaintext.clone(), uid: "log-test".into() })
+            .encrypt(EncryptRequest {
+                plaintext: plaintext.clone(),
+                uid: "log-test".into(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -67,20 +75,47 @@ async fn logs_never_carry_plaintext_or_key_bytes() {
         let mut bad = w.ciphertext.clone();
         bad[10] ^= 1;
         let _ = c
-            .decrypt(DecryptRequest { ciphertext: bad, uid: "x".into(), key_id: w.key_id.clone(), annotations: Default::default() })
+            .decrypt(DecryptRequest {
+                ciphertext: bad,
+                uid: "x".into(),
+                key_id: w.key_id.clone(),
+                annotations: Default::default(),
+            })
             .await;
         let _ = c
-            .encrypt(EncryptRequest { plaintext: plaintext.repeat(40), uid: "x".into() })
+            .encrypt(EncryptRequest {
+                plaintext: plaintext.repeat(40),
+                uid: "x".into(),
+            })
             .await;
         let _ = c
-            .decrypt(DecryptRequest { ciphertext: w.ciphertext.clone(), uid: "x".into(), key_id: "nope".into(), annotations: Default::default() })
+            .decrypt(DecryptRequest {
+                ciphertext: w.ciphertext.clone(),
+                uid: "x".into(),
+                key_id: "nope".into(),
+                annotations: Default::default(),
+            })
             .await;
         // A rotation while serving, and key commands' own output.
         let k2 = e2e::rotate(&ring);
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        assert_eq!(c.status(StatusRequest {}).await.unwrap().into_inner().key_id, k2);
+        assert_eq!(
+            c.status(StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .key_id,
+            k2
+        );
         let list = kms(&["key", "list", "--keyring", ring.to_str().unwrap()]);
-        let list_json = kms(&["key", "list", "--keyring", ring.to_str().unwrap(), "-o", "json"]);
+        let list_json = kms(&[
+            "key",
+            "list",
+            "--keyring",
+            ring.to_str().unwrap(),
+            "-o",
+            "json",
+        ]);
         drop(p);
 
         let text = std::fs::read_to_string(&log).unwrap();
@@ -95,7 +130,10 @@ async fn logs_never_carry_plaintext_or_key_bytes() {
         for h in &haystacks {
             for s in &secrets {
                 for f in forms(s) {
-                    assert!(!h.contains(&f), "{format}: secret form {f:?} found in output");
+                    assert!(
+                        !h.contains(&f),
+                        "{format}: secret form {f:?} found in output"
+                    );
                 }
             }
         }

@@ -9,7 +9,13 @@ use e2e::{Plugin, bin, init_ring, kms};
 use kms_proto::v2::StatusRequest;
 
 fn serve_output(ring: &std::path::Path, listen: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["serve", "--listen-addr", listen, "--keyring", ring.to_str().unwrap()];
+    let mut args = vec![
+        "serve",
+        "--listen-addr",
+        listen,
+        "--keyring",
+        ring.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let mut child = Command::new(bin("kms-plugin"))
         .args(&args)
@@ -25,7 +31,10 @@ fn serve_output(ring: &std::path::Path, listen: &str, extra: &[&str]) -> std::pr
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let _ = child.kill();
-    panic!("serve kept running: {:?}", child.wait_with_output().unwrap());
+    panic!(
+        "serve kept running: {:?}",
+        child.wait_with_output().unwrap()
+    );
 }
 
 // Multi-threaded: the client must keep answering HTTP/2 pings while the
@@ -42,7 +51,11 @@ async fn socket_mode_stale_recovery_and_sigterm() {
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(
-        std::fs::metadata(sock.parent().unwrap()).unwrap().permissions().mode() & 0o777,
+        std::fs::metadata(sock.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o700,
         "missing parent created 0700"
     );
@@ -50,9 +63,19 @@ async fn socket_mode_stale_recovery_and_sigterm() {
     // A second instance on the live socket is refused; the first keeps serving.
     let out = serve_output(&ring, &p.endpoint(), &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{out:?}"
+    );
     let mut c = p.client().await;
-    assert_eq!(c.status(StatusRequest {}).await.unwrap().into_inner().healthz, "ok");
+    assert_eq!(
+        c.status(StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .healthz,
+        "ok"
+    );
 
     // Crash: the socket file stays behind, nothing answers; a restart recovers.
     p.kill();
@@ -60,7 +83,14 @@ async fn socket_mode_stale_recovery_and_sigterm() {
     let mut p = Plugin::start(&ring, &sock, &log, &[]);
     assert!(p.log_text().contains("removing stale socket"));
     let mut c = p.client().await;
-    assert_eq!(c.status(StatusRequest {}).await.unwrap().into_inner().healthz, "ok");
+    assert_eq!(
+        c.status(StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .healthz,
+        "ok"
+    );
 
     // SIGTERM: clean exit and the socket is gone.
     let status = p.terminate();
@@ -94,7 +124,10 @@ fn refuses_regular_files_symlinks_and_bad_configuration_before_binding() {
     let listen = format!("unix://{}", sock.display());
     for (extra, want) in [
         (vec!["--timeout", "fast"], "timeout=\"fast\" is not valid"),
-        (vec!["--health-addr", "nowhere"], "health-addr=\"nowhere\" is not valid"),
+        (
+            vec!["--health-addr", "nowhere"],
+            "health-addr=\"nowhere\" is not valid",
+        ),
         (vec!["--log-format", "xml"], "log-format"),
         (vec!["--backend", "vault"], "backend=\"vault\" is not valid"),
         (vec!["--max-in-flight", "0"], "max-in-flight"),
@@ -144,9 +177,17 @@ async fn config_file_group_opt_in_health_endpoints_and_probe() {
         .stderr(logf)
         .spawn()
         .unwrap();
-    let p = Plugin { child: None, sock: sock.clone(), log: log.clone(), health_port: Some(port) };
+    let p = Plugin {
+        child: None,
+        sock: sock.clone(),
+        log: log.clone(),
+        health_port: Some(port),
+    };
     p.wait_ready();
-    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o660);
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
     // JSON logs: one object per line.
     let first = std::fs::read_to_string(&log).unwrap();
     let line = first.lines().find(|l| l.contains("serving")).unwrap();
@@ -158,13 +199,19 @@ async fn config_file_group_opt_in_health_endpoints_and_probe() {
     assert_eq!((code, body.trim()), (200, "ok"));
     let (code, body) = e2e::http_get(port, "/metrics");
     assert_eq!(code, 200);
-    assert!(body.contains("kms_plugin_active_key_info{key_id_hash=\"sha256:"), "{body}");
+    assert!(
+        body.contains("kms_plugin_active_key_info{key_id_hash=\"sha256:"),
+        "{body}"
+    );
     assert!(body.contains("kms_plugin_healthy 1"));
 
     let out = kms(&["probe", "--listen-addr", &p.endpoint()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("healthy") && text.contains("round trip matches"), "{text}");
+    assert!(
+        text.contains("healthy") && text.contains("round trip matches"),
+        "{text}"
+    );
 
     let _ = child.kill();
     let _ = child.wait();
@@ -172,7 +219,11 @@ async fn config_file_group_opt_in_health_endpoints_and_probe() {
     let out = kms(&["probe", "--listen-addr", &p.endpoint()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("stale socket"));
-    let out = kms(&["probe", "--listen-addr", &format!("unix://{}/absent.sock", dir.path().display())]);
+    let out = kms(&[
+        "probe",
+        "--listen-addr",
+        &format!("unix://{}/absent.sock", dir.path().display()),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("MISSING"));
 }
@@ -182,10 +233,20 @@ async fn abstract_sockets_serve_and_probe() {
     let dir = tempfile::tempdir().unwrap();
     let ring = dir.path().join("ring");
     init_ring(&ring, &[]);
-    let name = format!("unix:///@kms-e2e-{}-{}", std::process::id(), e2e::free_port());
+    let name = format!(
+        "unix:///@kms-e2e-{}-{}",
+        std::process::id(),
+        e2e::free_port()
+    );
     let log = dir.path().join("log");
     let mut child = Command::new(bin("kms-plugin"))
-        .args(["serve", "--listen-addr", &name, "--keyring", ring.to_str().unwrap()])
+        .args([
+            "serve",
+            "--listen-addr",
+            &name,
+            "--keyring",
+            ring.to_str().unwrap(),
+        ])
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
@@ -201,5 +262,9 @@ async fn abstract_sockets_serve_and_probe() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(ok, "{}", std::fs::read_to_string(&log).unwrap());
-    assert!(std::fs::read_to_string(&log).unwrap().contains("abstract sockets have no file permissions"));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("abstract sockets have no file permissions")
+    );
 }

@@ -73,9 +73,13 @@ impl From<crate::wire::WireError> for BackendError {
         use crate::wire::WireError;
         match e {
             WireError::DecryptionFailed => BackendError::DecryptionFailed,
-            WireError::Malformed(m) => BackendError::Malformed(format!("malformed ciphertext: {m}")),
+            WireError::Malformed(m) => {
+                BackendError::Malformed(format!("malformed ciphertext: {m}"))
+            }
             WireError::TooLarge { len, max } => BackendError::TooLarge { len, max },
-            WireError::Rng => BackendError::Internal("the OS random number generator failed".into()),
+            WireError::Rng => {
+                BackendError::Internal("the OS random number generator failed".into())
+            }
         }
     }
 }
@@ -143,7 +147,8 @@ pub trait KeyMinter {
     /// The algorithms this backend can create, default first.
     fn algorithms(&self) -> Vec<&'static str>;
     /// Creates key `version` of ring `ring_id`.
-    fn mint(&self, ring_id: &str, version: u64, algorithm: &str) -> Result<MintedKey, BackendError>;
+    fn mint(&self, ring_id: &str, version: u64, algorithm: &str)
+    -> Result<MintedKey, BackendError>;
 }
 
 /// Opens the backend `serve` was configured with.

@@ -70,7 +70,10 @@ impl LoadedRing {
                 continue;
             }
             let alg = e.aead().ok_or_else(|| {
-                invalid(format!("key {} has unknown algorithm {:?}", e.key_id, e.algorithm))
+                invalid(format!(
+                    "key {} has unknown algorithm {:?}",
+                    e.key_id, e.algorithm
+                ))
             })?;
             let material = e
                 .material
@@ -80,7 +83,11 @@ impl LoadedRing {
                 .get(MATERIAL_FIELD)
                 .map_err(|r| invalid(format!("key {}: {r}", e.key_id)))?;
             let key = SecretKey::from_slice(&raw).ok_or_else(|| {
-                invalid(format!("key {} is {} bytes, expected 32", e.key_id, raw.len()))
+                invalid(format!(
+                    "key {} is {} bytes, expected 32",
+                    e.key_id,
+                    raw.len()
+                ))
             })?;
             if derive_key_id(&ring.ring_id, e.version, &key) != e.key_id {
                 return Err(invalid(format!(
@@ -107,7 +114,9 @@ impl LoadedRing {
         match self.keys.get(key_id) {
             Some(Some(k)) => Ok(k),
             Some(None) => Err(BackendError::Retired(key_id.to_string())),
-            None => Err(BackendError::UnknownKeyId(crate::limits::printable(key_id, 128))),
+            None => Err(BackendError::UnknownKeyId(crate::limits::printable(
+                key_id, 128,
+            ))),
         }
     }
 }
@@ -209,7 +218,12 @@ impl KeyMinter for SoftwareMinter {
         Algorithm::ALL.iter().map(|a| a.name()).collect()
     }
 
-    fn mint(&self, ring_id: &str, version: u64, algorithm: &str) -> Result<MintedKey, BackendError> {
+    fn mint(
+        &self,
+        ring_id: &str,
+        version: u64,
+        algorithm: &str,
+    ) -> Result<MintedKey, BackendError> {
         let alg = Algorithm::from_name(algorithm).ok_or_else(|| {
             BackendError::Internal(format!(
                 "unknown algorithm {algorithm:?}; choose one of {}",
@@ -281,8 +295,14 @@ mod tests {
         assert!(!b.refresh().await.unwrap().changed);
         let w2 = b.encrypt(&[2u8; 32]).await.unwrap();
         assert_eq!(&*w2.key_id, m.key_id.as_str());
-        assert_eq!(&b.decrypt(&w1.key_id, &w1.ciphertext).await.unwrap()[..], &[1u8; 32]);
-        assert_eq!(&b.decrypt(&w2.key_id, &w2.ciphertext).await.unwrap()[..], &[2u8; 32]);
+        assert_eq!(
+            &b.decrypt(&w1.key_id, &w1.ciphertext).await.unwrap()[..],
+            &[1u8; 32]
+        );
+        assert_eq!(
+            &b.decrypt(&w2.key_id, &w2.ciphertext).await.unwrap()[..],
+            &[2u8; 32]
+        );
         // Wrong key_id: the other key does not authenticate it.
         assert!(matches!(
             b.decrypt(&w2.key_id, &w1.ciphertext).await,
@@ -320,7 +340,11 @@ mod tests {
         let text = std::fs::read_to_string(keyring::ring_path(d.path())).unwrap();
         let id = &r.keys[0].key_id;
         let forged = format!("{}000000", &id[..id.len() - 6]);
-        std::fs::write(keyring::ring_path(d.path()), text.replace(id.as_str(), &forged)).unwrap();
+        std::fs::write(
+            keyring::ring_path(d.path()),
+            text.replace(id.as_str(), &forged),
+        )
+        .unwrap();
         let e = SoftwareBackend::open(d.path()).err().unwrap().to_string();
         assert!(e.contains("does not match its material"), "{e}");
     }

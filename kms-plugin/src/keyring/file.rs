@@ -95,7 +95,10 @@ pub(super) fn load(dir: &Path) -> Result<Keyring, KeyringError> {
     if meta.len() > MAX_RING_BYTES {
         return Err(KeyringError::Invalid {
             path,
-            reason: format!("{} bytes, larger than the {MAX_RING_BYTES}-byte limit", meta.len()),
+            reason: format!(
+                "{} bytes, larger than the {MAX_RING_BYTES}-byte limit",
+                meta.len()
+            ),
         });
     }
     if meta.mode() & 0o077 != 0 {
@@ -188,7 +191,10 @@ mod tests {
         r.save(d.path(), &l).unwrap();
         let back = Keyring::load(d.path()).unwrap();
         assert_eq!(back.ring_id, r.ring_id);
-        assert_eq!(&back.keys[0].material.as_ref().unwrap().get("key").unwrap()[..], &[2u8; 32]);
+        assert_eq!(
+            &back.keys[0].material.as_ref().unwrap().get("key").unwrap()[..],
+            &[2u8; 32]
+        );
         assert!(stat_ring(d.path()).is_some());
     }
 
@@ -196,7 +202,10 @@ mod tests {
     fn malformed_rings_are_refused_with_clear_errors() {
         let d = tempfile::tempdir().unwrap();
         let err = Keyring::load(d.path()).unwrap_err().to_string();
-        assert!(err.contains("no key ring") && err.contains("key init"), "{err}");
+        assert!(
+            err.contains("no key ring") && err.contains("key init"),
+            "{err}"
+        );
 
         let good = {
             let r = ring_with_key();
@@ -208,8 +217,14 @@ mod tests {
             ("[]".into(), "invalid"),
             (good.replace(FORMAT, "kms-plugin-keyring/v9"), "format"),
             (good.replace("\"active\"", "\"enabled\""), "0 active"),
-            (good.replace("\"next_version\":2", "\"next_version\":1"), "next_version"),
-            (good.replace("\"version\":1", "\"version\":1,\"surprise\":1"), "unknown field"),
+            (
+                good.replace("\"next_version\":2", "\"next_version\":1"),
+                "next_version",
+            ),
+            (
+                good.replace("\"version\":1", "\"version\":1,\"surprise\":1"),
+                "unknown field",
+            ),
             (good.replace("\"key\":\"", "\"key\":\"!!"), ""),
         ];
         for (text, want) in cases {
@@ -232,6 +247,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(ring_path(d.path())).unwrap();
         let e = Keyring::load(d.path()).unwrap_err().to_string();
-        assert!(e.contains("not a regular file") || e.contains("Is a directory"), "{e}");
+        assert!(
+            e.contains("not a regular file") || e.contains("Is a directory"),
+            "{e}"
+        );
     }
 }

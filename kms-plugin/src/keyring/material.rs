@@ -23,7 +23,8 @@ impl Material {
 
     /// Sets field `name`.
     pub fn insert(&mut self, name: &str, bytes: &[u8]) {
-        self.0.insert(name.to_string(), Zeroizing::new(B64.encode(bytes)));
+        self.0
+            .insert(name.to_string(), Zeroizing::new(B64.encode(bytes)));
     }
 
     /// Decodes field `name`.

@@ -185,7 +185,9 @@ impl Keyring {
             KeyState::Active => Err(KeyringError::Refused(format!(
                 "{key_id} is the active key; rotate first (`kms-plugin key rotate`), rewrap the data, then retire it"
             ))),
-            KeyState::Retired => Err(KeyringError::Refused(format!("{key_id} is already retired"))),
+            KeyState::Retired => Err(KeyringError::Refused(format!(
+                "{key_id} is already retired"
+            ))),
             KeyState::Enabled => {
                 k.state = KeyState::Retired;
                 k.material = None;
@@ -198,10 +200,7 @@ impl Keyring {
     /// Checks every invariant a loaded or about-to-be-written ring must hold.
     pub fn validate(&self) -> Result<(), String> {
         if self.format != FORMAT {
-            return Err(format!(
-                "format is {:?}, expected {FORMAT:?}",
-                self.format
-            ));
+            return Err(format!("format is {:?}, expected {FORMAT:?}", self.format));
         }
         if self.ring_id.len() != 16 || !self.ring_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("ring_id is not 16 hex digits".into());
@@ -294,12 +293,20 @@ mod tests {
         assert_eq!(r.active().unwrap().key_id, "k2");
         assert_eq!(r.get("k1").unwrap().state, KeyState::Enabled);
         assert!(r.validate().is_ok());
-        assert!(matches!(r.push_active(entry(2)), Err(KeyringError::Refused(_))));
+        assert!(matches!(
+            r.push_active(entry(2)),
+            Err(KeyringError::Refused(_))
+        ));
         let err = r.retire("k2", now_rfc3339()).unwrap_err().to_string();
         assert!(err.contains("active key"), "{err}");
         r.retire("k1", now_rfc3339()).unwrap();
         assert!(r.get("k1").unwrap().material.is_none());
-        assert!(r.retire("k1", now_rfc3339()).unwrap_err().to_string().contains("already retired"));
+        assert!(
+            r.retire("k1", now_rfc3339())
+                .unwrap_err()
+                .to_string()
+                .contains("already retired")
+        );
         assert!(r.retire("nope", now_rfc3339()).is_err());
         // Versions are never reused, even after retirement.
         assert_eq!(r.next_version, 3);

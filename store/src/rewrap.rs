@@ -1,0 +1,138 @@
+//! `rewrap`: re-encrypt every stale value with the first provider and its
+//! current key, as the apiserver's storage migration does.
+//!
+//! Safe beside concurrent writers: each rewrite is conditional on the mod
+//! revision it read; on a conflict the value is read again and rewrapped
+//! only if it is still stale (a writer that got there first wrote it with
+//! the current provider). Resumable after a kill: it keeps no state, values
+//! already rewrapped are simply no longer stale.
+
+use crate::storage::{self, Precondition, StorageError, Versioned};
+use crate::store::{SECRETS_PREFIX, SecretStore, StoreError};
+
+/// What a rewrap did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RewrapReport {
+    /// Values looked at.
+    pub scanned: u64,
+    /// Values that were stale when first seen.
+    pub stale: u64,
+    /// Values rewritten.
+    pub rewrapped: u64,
+    /// Stale values found current on a retry (a concurrent writer rewrote them).
+    pub rewritten_by_others: u64,
+    /// Values deleted while the rewrap ran.
+    pub vanished: u64,
+    /// Conflicts retried.
+    pub retries: u64,
+    /// Values that could not be rewrapped: (etcd key, error).
+    pub failed: Vec<(String, String)>,
+}
+
+const MAX_ATTEMPTS: usize = 10;
+
+/// Progress callbacks: total once known, then one tick per value.
+pub trait Progress {
+    /// The number of values to process.
+    fn total(&self, n: u64);
+    /// One more value processed.
+    fn tick(&self);
+}
+
+impl Progress for () {
+    fn total(&self, _: u64) {}
+    fn tick(&self) {}
+}
+
+/// Rewraps every stale Secret. With `dry_run`, only counts.
+pub fn rewrap(
+    store: &SecretStore,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<RewrapReport, StoreError> {
+    let mut report = RewrapReport::default();
+    // Pass 1: count stale values without decrypting (envelopes only).
+    let mut stale_total = 0u64;
+    storage::for_each(&**store.engine(), SECRETS_PREFIX, 1000, |v| {
+        report.scanned += 1;
+        if store.chain().is_stale(&v.value, &v.key).unwrap_or(true) {
+            stale_total += 1;
+        }
+        Ok(())
+    })?;
+    report.stale = stale_total;
+    if dry_run || stale_total == 0 {
+        return Ok(report);
+    }
+    progress.total(stale_total);
+    // Pass 2: rewrite them.
+    storage::for_each(&**store.engine(), SECRETS_PREFIX, 500, |v| {
+        if !store.chain().is_stale(&v.value, &v.key).unwrap_or(true) {
+            return Ok(());
+        }
+        rewrap_one(store, v, &mut report);
+        progress.tick();
+        Ok(())
+    })?;
+    Ok(report)
+}
+
+fn rewrap_one(store: &SecretStore, mut v: Versioned, report: &mut RewrapReport) {
+    for _ in 0..MAX_ATTEMPTS {
+        let opened = match store.chain().open(&v.value, &v.key) {
+            Ok(o) => o,
+            Err(e) => {
+                report.failed.push((v.key.clone(), e.to_string()));
+                return;
+            }
+        };
+        let sealed = match store.chain().seal(&opened.plaintext, &v.key) {
+            Ok(s) => s,
+            Err(e) => {
+                report.failed.push((v.key.clone(), e.to_string()));
+                return;
+            }
+        };
+        match store
+            .engine()
+            .put(&v.key, &sealed, Precondition::ModRevision(v.mod_revision))
+        {
+            Ok(_) => {
+                report.rewrapped += 1;
+                return;
+            }
+            Err(StorageError::Conflict { .. }) => {
+                report.retries += 1;
+                match store.engine().get(&v.key) {
+                    Ok(None) => {
+                        report.vanished += 1;
+                        return;
+                    }
+                    Ok(Some(newer)) => {
+                        if !store
+                            .chain()
+                            .is_stale(&newer.value, &newer.key)
+                            .unwrap_or(true)
+                        {
+                            report.rewritten_by_others += 1;
+                            return;
+                        }
+                        v = newer;
+                    }
+                    Err(e) => {
+                        report.failed.push((v.key.clone(), e.to_string()));
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                report.failed.push((v.key.clone(), e.to_string()));
+                return;
+            }
+        }
+    }
+    report.failed.push((
+        v.key.clone(),
+        format!("still conflicting after {MAX_ATTEMPTS} attempts"),
+    ));
+}

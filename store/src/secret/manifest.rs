@@ -1,0 +1,494 @@
+//! Reading Secrets from manifests, as `kubectl apply -f` would send them.
+//!
+//! Accepted: YAML (one or several documents separated by `---`) and JSON
+//! (one value or a stream of values); each document is a `Secret`, a
+//! `SecretList` or a `List` (all `apiVersion: v1`), lists possibly nested.
+//! `data` values are base64 as the apiserver reads them (see `gobase64`:
+//! line breaks inside are tolerated, padding is required); `stringData`
+//! values are plain text merged into `data`, winning on conflict, and then
+//! dropped. The fields of one Secret are read in `manifest_secret`.
+//!
+//! Strict: an unknown field is an error naming it (a typo such as
+//! `stringdata` would otherwise drop secrets silently), as is a value of the
+//! wrong type (`immutable: "true"`, an unquoted number in `stringData`).
+//! Messages say where (`document 2, item 1 (Secret "x")`) and which field;
+//! they never contain a value from `data` or `stringData`.
+//!
+//! Documents are numbered from 1 among the non-empty ones (a document that
+//! is empty or only `null` is skipped, as kubectl skips it).
+
+use std::fmt;
+
+use super::field_error::go_quote;
+use super::manifest_secret::read_secret;
+use super::model::Secret;
+use super::node::Node;
+use super::types::DEFAULT_NAMESPACE;
+
+/// How manifests are read.
+#[derive(Clone, Debug)]
+pub struct ManifestOptions {
+    /// The namespace of a Secret that names none (kubectl's `-n`, else
+    /// `default`).
+    pub default_namespace: String,
+    /// Refuse a Secret whose `metadata.namespace` differs from
+    /// `default_namespace` (what kubectl does when `-n` is given).
+    pub enforce_namespace: bool,
+}
+
+impl Default for ManifestOptions {
+    fn default() -> Self {
+        Self {
+            default_namespace: DEFAULT_NAMESPACE.to_owned(),
+            enforce_namespace: false,
+        }
+    }
+}
+
+/// Why a manifest could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The input holds no object at all.
+    Empty,
+    /// The text is not well-formed YAML or JSON.
+    Syntax {
+        /// `YAML` or `JSON`.
+        format: &'static str,
+        /// The parser's message (a position and what was expected).
+        message: String,
+    },
+    /// An object is not an acceptable Secret.
+    Object {
+        /// Where: `document 2`, `document 1, item 3 (Secret "x")`.
+        location: String,
+        /// What: `data[password]: illegal base64 data at input byte 4`.
+        message: String,
+    },
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManifestError::Empty => f.write_str(
+                "no objects found: the input is empty or holds only comments and '---' separators",
+            ),
+            ManifestError::Syntax { format, message } => write!(f, "invalid {format}: {message}"),
+            ManifestError::Object { location, message } => write!(f, "{location}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+/// Reads every Secret in `text`; Secrets without a namespace land in
+/// `default`.
+pub fn parse_manifests(text: &str) -> Result<Vec<Secret>, ManifestError> {
+    parse_manifests_with(text, &ManifestOptions::default())
+}
+
+/// Reads every Secret in `text` with `options`.
+pub fn parse_manifests_with(
+    text: &str,
+    options: &ManifestOptions,
+) -> Result<Vec<Secret>, ManifestError> {
+    let documents = parse_documents(text)?;
+    if documents.is_empty() {
+        return Err(ManifestError::Empty);
+    }
+    let mut secrets = Vec::new();
+    for (i, doc) in documents.iter().enumerate() {
+        let mut location = Location {
+            document: i + 1,
+            items: Vec::new(),
+            name: None,
+        };
+        read_object(doc, &mut location, options, false, &mut secrets)?;
+    }
+    if secrets.is_empty() {
+        return Err(ManifestError::Empty);
+    }
+    Ok(secrets)
+}
+
+/// Splits `text` into documents: JSON when it starts with `{` or `[` (and
+/// parses as JSON), YAML otherwise.
+fn parse_documents(text: &str) -> Result<Vec<Node>, ManifestError> {
+    let trimmed = text.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
+    if trimmed.is_empty() {
+        return Err(ManifestError::Empty);
+    }
+    if trimmed.starts_with(['{', '[']) {
+        let stream = serde_json::Deserializer::from_str(trimmed).into_iter::<Node>();
+        match stream.collect::<Result<Vec<Node>, _>>() {
+            Ok(docs) => return Ok(docs),
+            Err(json_err) => {
+                // A YAML flow mapping also starts with '{'.
+                return parse_yaml(trimmed).map_err(|_| ManifestError::Syntax {
+                    format: "JSON",
+                    message: json_err.to_string(),
+                });
+            }
+        }
+    }
+    parse_yaml(text)
+}
+
+fn parse_yaml(text: &str) -> Result<Vec<Node>, ManifestError> {
+    let mut options = serde_saphyr::Options::default();
+    // A snippet would quote the input, values included.
+    options.with_snippet = false;
+    options.crop_radius = 0;
+    // Bulk loads are many documents; keep the alias/anchor and depth limits
+    // that stop YAML bombs, raise the counts to what 256 MiB of input holds.
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 20_000_000;
+    budget.max_events = 60_000_000;
+    budget.max_total_scalar_bytes = 256 * 1024 * 1024;
+    options.budget = Some(budget);
+    serde_saphyr::from_multiple_with_options::<Node>(text, options).map_err(|e| {
+        ManifestError::Syntax {
+            format: "YAML",
+            // The library's advice is about its own options, not for users.
+            message: e
+                .to_string()
+                .replace(", set DuplicateKeyPolicy in Options if acceptable", ""),
+        }
+    })
+}
+
+/// Where an object sits in the input.
+pub(super) struct Location {
+    document: usize,
+    items: Vec<usize>,
+    name: Option<String>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "document {}", self.document)?;
+        if !self.items.is_empty() {
+            let path: Vec<String> = self.items.iter().map(usize::to_string).collect();
+            write!(f, ", item {}", path.join("."))?;
+        }
+        if let Some(name) = &self.name {
+            write!(f, " (Secret {})", go_quote(name))?;
+        }
+        Ok(())
+    }
+}
+
+impl Location {
+    pub(super) fn error(&self, message: impl Into<String>) -> ManifestError {
+        ManifestError::Object {
+            location: self.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+const MAX_LIST_NESTING: usize = 4;
+const LIST_FIELDS: [&str; 4] = ["apiVersion", "kind", "metadata", "items"];
+
+/// An optional string field: `None` when absent or null.
+pub(super) fn opt_string<'a>(
+    node: &'a Node,
+    key: &str,
+    path: &str,
+    location: &Location,
+) -> Result<Option<&'a str>, ManifestError> {
+    match node.get(key) {
+        None | Some(Node::Null) => Ok(None),
+        Some(Node::String(s)) => Ok(Some(s.as_str())),
+        Some(other) => {
+            Err(location.error(format!("{path}: expected a string, found {}", other.kind())))
+        }
+    }
+}
+
+fn read_object(
+    node: &Node,
+    location: &mut Location,
+    options: &ManifestOptions,
+    in_secret_list: bool,
+    out: &mut Vec<Secret>,
+) -> Result<(), ManifestError> {
+    if !matches!(node, Node::Map(_)) {
+        return Err(location.error(format!(
+            "expected an object (a mapping), found {}",
+            node.kind()
+        )));
+    }
+    location.name = match node.get("metadata").and_then(|m| m.get("name")) {
+        Some(Node::String(s)) if !s.is_empty() => Some(s.to_string()),
+        _ => None,
+    };
+    let kind = opt_string(node, "kind", "kind", location)?;
+    let api_version = opt_string(node, "apiVersion", "apiVersion", location)?;
+    let kind = match kind {
+        Some(kind) => kind,
+        None if in_secret_list => "Secret",
+        None => return Err(location.error("kind is missing (expected \"Secret\")")),
+    };
+    match (kind, api_version) {
+        ("Secret", None) if in_secret_list => {}
+        ("Secret" | "SecretList" | "List", Some("v1")) => {}
+        ("Secret" | "SecretList" | "List", None) => {
+            return Err(location.error(format!(
+                "apiVersion is missing (expected \"v1\" for kind {kind})"
+            )));
+        }
+        ("Secret" | "SecretList" | "List", Some(other)) => {
+            return Err(location.error(format!(
+                "apiVersion {} is not supported for kind {kind}: expected \"v1\"",
+                go_quote(other)
+            )));
+        }
+        (other, version) => {
+            let version = version.map(|v| format!(" (apiVersion {})", go_quote(v)));
+            return Err(location.error(format!(
+                "kind {}{} is not supported: expected Secret, SecretList or List (apiVersion v1)",
+                go_quote(other),
+                version.unwrap_or_default()
+            )));
+        }
+    }
+    if kind == "Secret" {
+        out.push(read_secret(node, location, options)?);
+        return Ok(());
+    }
+    location.name = None;
+    check_fields(node, &LIST_FIELDS, "", location)?;
+    if location.items.len() >= MAX_LIST_NESTING {
+        return Err(location.error("lists are nested too deeply"));
+    }
+    let items = match node.get("items") {
+        None | Some(Node::Null) => return Ok(()),
+        Some(Node::Seq(items)) => items,
+        Some(other) => {
+            return Err(location.error(format!("items: expected a list, found {}", other.kind())));
+        }
+    };
+    for (j, item) in items.iter().enumerate() {
+        location.items.push(j + 1);
+        read_object(item, location, options, kind == "SecretList", out)?;
+        location.items.pop();
+    }
+    location.name = None;
+    Ok(())
+}
+
+/// Refuses fields outside `known`, suggesting the intended one.
+pub(super) fn check_fields(
+    node: &Node,
+    known: &[&str],
+    prefix: &str,
+    location: &Location,
+) -> Result<(), ManifestError> {
+    let Node::Map(entries) = node else {
+        return Ok(());
+    };
+    for (key, _) in entries {
+        if !known.contains(&key.as_str()) {
+            let hint = suggest(key, known)
+                .map(|s| format!(" (did you mean {}?)", go_quote(s)))
+                .unwrap_or_default();
+            return Err(location.error(format!("{prefix}unknown field {}{hint}", go_quote(key))));
+        }
+    }
+    Ok(())
+}
+
+/// The known field closest to `key` (same letters ignoring case, or at most
+/// two edits away).
+fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let lower = key.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (edit_distance(&lower, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::manifest_secret::SECRET_FIELDS;
+
+    fn one(text: &str) -> Secret {
+        let mut all = parse_manifests(text).unwrap();
+        assert_eq!(all.len(), 1);
+        all.remove(0)
+    }
+
+    fn err(text: &str) -> String {
+        parse_manifests(text).unwrap_err().to_string()
+    }
+
+    const BASIC: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n";
+
+    #[test]
+    fn defaults_namespace_and_type() {
+        let s = one(BASIC);
+        assert_eq!(s.metadata.namespace, "default");
+        assert_eq!(s.type_, "Opaque");
+        assert_eq!(s.immutable, None);
+        assert!(s.data.is_empty());
+        let options = ManifestOptions {
+            default_namespace: "team-a".into(),
+            enforce_namespace: true,
+        };
+        let s = parse_manifests_with(BASIC, &options).unwrap();
+        assert_eq!(s[0].metadata.namespace, "team-a");
+        let e = parse_manifests_with(&format!("{BASIC}  namespace: other\n"), &options)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not match the namespace \"team-a\""), "{e}");
+    }
+
+    #[test]
+    fn reads_multi_document_yaml_and_lists() {
+        let text = format!(
+            "{BASIC}---\n# only a comment\n---\napiVersion: v1\nkind: List\nitems:\n- {{apiVersion: v1, kind: Secret, metadata: {{name: a}}}}\n- apiVersion: v1\n  kind: SecretList\n  items:\n  - metadata: {{name: b}}\n"
+        );
+        let all = parse_manifests(&text).unwrap();
+        let names: Vec<&str> = all.iter().map(|s| s.metadata.name.as_str()).collect();
+        assert_eq!(names, ["db", "a", "b"]);
+    }
+
+    #[test]
+    fn reads_json_objects_streams_and_lists() {
+        let all = parse_manifests(
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"a"},"data":{"k":"dg=="}}
+               {"apiVersion":"v1","kind":"SecretList","items":[{"metadata":{"name":"b"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].data["k"].expose(), b"v");
+        assert_eq!(all[1].metadata.name, "b");
+    }
+
+    #[test]
+    fn empty_inputs_are_refused() {
+        for text in ["", "  \n", "---\n---\n", "# just a comment\n"] {
+            assert_eq!(
+                parse_manifests(text).unwrap_err(),
+                ManifestError::Empty,
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            parse_manifests("apiVersion: v1\nkind: List\nitems: []\n").unwrap_err(),
+            ManifestError::Empty
+        );
+        assert!(err("").starts_with("no objects found"));
+    }
+
+    #[test]
+    fn bad_base64_names_document_secret_and_key_but_not_the_value() {
+        let text = format!(
+            "{BASIC}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: x\ndata:\n  password: c2Vj!mV0\n"
+        );
+        let e = err(&text);
+        assert_eq!(
+            e,
+            "document 2 (Secret \"x\"): data[password]: illegal base64 data at input byte 4"
+        );
+        assert!(!e.contains("c2Vj"));
+    }
+
+    #[test]
+    fn wrong_kind_and_api_version_are_named() {
+        assert_eq!(
+            err("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"),
+            "document 1 (Secret \"x\"): kind \"ConfigMap\" (apiVersion \"v1\") is not supported: expected Secret, SecretList or List (apiVersion v1)"
+        );
+        assert_eq!(
+            err("apiVersion: v2\nkind: Secret\nmetadata: {name: x}\n"),
+            "document 1 (Secret \"x\"): apiVersion \"v2\" is not supported for kind Secret: expected \"v1\""
+        );
+        assert_eq!(
+            err("metadata: {name: x}\n"),
+            "document 1 (Secret \"x\"): kind is missing (expected \"Secret\")"
+        );
+        assert_eq!(
+            err("kind: Secret\nmetadata: {name: x}\n"),
+            "document 1 (Secret \"x\"): apiVersion is missing (expected \"v1\" for kind Secret)"
+        );
+        assert_eq!(
+            err("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: apps/v1, kind: Deployment}\n"),
+            "document 1, item 1: kind \"Deployment\" (apiVersion \"apps/v1\") is not supported: expected Secret, SecretList or List (apiVersion v1)"
+        );
+        assert_eq!(
+            err("- a\n- b\n"),
+            "document 1: expected an object (a mapping), found a list"
+        );
+    }
+
+    #[test]
+    fn malformed_yaml_and_json_are_syntax_errors_without_content() {
+        let e =
+            parse_manifests(&format!("{BASIC}stringData:\n  password: \"hunter2\n")).unwrap_err();
+        assert!(
+            matches!(e, ManifestError::Syntax { format: "YAML", .. }),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e =
+            parse_manifests("{\"apiVersion\": \"v1\", \"data\": {\"p\": \"hunter2\"").unwrap_err();
+        assert!(
+            matches!(e, ManifestError::Syntax { format: "JSON", .. }),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = parse_manifests(&format!("{BASIC}data:\n  a: YQ==\n  a: Yg==\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid YAML: duplicate mapping key: a at line 7"),
+            "{e}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_manifests(&text);
+        }
+
+        #[test]
+        fn mangled_manifests_never_panic(cut in 0usize..200, insert in "[-:{}\\[\\]'\"#|>\n ]{0,3}") {
+            let text = format!("{BASIC}  labels: {{a: b}}\ndata:\n  k: YQ==\nstringData:\n  s: |\n    line\n");
+            let at = text.char_indices().map(|(i, _)| i).nth(cut % text.chars().count()).unwrap_or(0);
+            let mangled = format!("{}{insert}{}", &text[..at], &text[at..]);
+            let _ = parse_manifests(&mangled);
+            let json = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"},"data":{"k":"YQ=="}}"#;
+            let at = cut % json.len();
+            let _ = parse_manifests(&format!("{}{insert}{}", &json[..at], &json[at..]));
+        }
+    }
+
+    #[test]
+    fn suggestions_need_a_close_match() {
+        assert_eq!(suggest("stringdata", &SECRET_FIELDS), Some("stringData"));
+        assert_eq!(suggest("immutabel", &SECRET_FIELDS), Some("immutable"));
+        assert_eq!(suggest("zzz", &SECRET_FIELDS), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+}

@@ -1,0 +1,368 @@
+//! Reading one Secret object of a manifest: its fields, its metadata,
+//! `data` (base64) and `stringData` (plain text, merged into `data` and
+//! winning on conflict). Strict: unknown fields and values of the wrong
+//! type are errors naming the field; no message holds a value.
+
+use std::collections::BTreeMap;
+
+use zeroize::Zeroizing;
+
+use super::field_error::go_quote;
+use super::gobase64;
+use super::manifest::{Location, ManifestError, ManifestOptions, check_fields, opt_string};
+use super::model::{ObjectMeta, Secret, SecretValue};
+use super::node::Node;
+use super::timefmt;
+use super::types::SECRET_TYPE_OPAQUE;
+
+pub(super) const SECRET_FIELDS: [&str; 7] = [
+    "apiVersion",
+    "kind",
+    "metadata",
+    "data",
+    "stringData",
+    "type",
+    "immutable",
+];
+const METADATA_KEPT: [&str; 7] = [
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+];
+/// Server-owned metadata, ignored when read.
+const METADATA_IGNORED: [&str; 5] = [
+    "selfLink",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+];
+/// Metadata this store cannot honour; refused when set.
+const METADATA_REFUSED: [&str; 3] = ["generateName", "ownerReferences", "finalizers"];
+
+/// Reads one Secret object (kind and apiVersion already checked).
+pub(super) fn read_secret(
+    node: &Node,
+    location: &Location,
+    options: &ManifestOptions,
+) -> Result<Secret, ManifestError> {
+    let metadata = read_metadata(node.get("metadata"), location, options)?;
+    check_fields(node, &SECRET_FIELDS, "", location)?;
+    let type_ = match opt_string(node, "type", "type", location)? {
+        None | Some("") => SECRET_TYPE_OPAQUE.to_owned(),
+        Some(t) => t.to_owned(),
+    };
+    let immutable = match node.get("immutable") {
+        None | Some(Node::Null) => None,
+        Some(Node::Bool(b)) => Some(*b),
+        Some(other) => {
+            return Err(location.error(format!(
+                "immutable: expected a boolean (true or false, unquoted), found {}",
+                other.kind()
+            )));
+        }
+    };
+    let mut data = BTreeMap::new();
+    for (key, value) in map_entries(node.get("data"), "data", location)? {
+        let decoded = match value {
+            Node::Null => Zeroizing::new(Vec::new()),
+            Node::String(text) => gobase64::decode(text.as_bytes())
+                .map_err(|e| location.error(format!("data[{key}]: {e}")))?,
+            other => {
+                return Err(location.error(format!(
+                    "data[{key}]: expected a base64 string, found {}",
+                    other.kind()
+                )));
+            }
+        };
+        data.insert(key.clone(), SecretValue::from(decoded));
+    }
+    for (key, value) in map_entries(node.get("stringData"), "stringData", location)? {
+        let text = match value {
+            Node::Null => Vec::new(),
+            Node::String(text) => text.as_bytes().to_vec(),
+            other => {
+                return Err(location.error(format!(
+                    "stringData[{key}]: expected a string, found {} (quote the value)",
+                    other.kind()
+                )));
+            }
+        };
+        data.insert(key.clone(), SecretValue::new(text));
+    }
+    Ok(Secret {
+        metadata,
+        type_,
+        data,
+        immutable,
+    })
+}
+
+/// The entries of an optional mapping field.
+fn map_entries<'a>(
+    node: Option<&'a Node>,
+    path: &str,
+    location: &Location,
+) -> Result<&'a [(String, Node)], ManifestError> {
+    match node {
+        None | Some(Node::Null) => Ok(&[]),
+        Some(Node::Map(entries)) => Ok(entries),
+        Some(other) => Err(location.error(format!(
+            "{path}: expected a mapping, found {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// A mapping of strings (`labels`, `annotations`); null values are empty.
+fn string_map(
+    node: Option<&Node>,
+    path: &str,
+    location: &Location,
+) -> Result<BTreeMap<String, String>, ManifestError> {
+    let mut out = BTreeMap::new();
+    for (key, value) in map_entries(node, path, location)? {
+        let value = match value {
+            Node::Null => String::new(),
+            Node::String(s) => s.to_string(),
+            other => {
+                return Err(location.error(format!(
+                    "{path}[{key}]: expected a string, found {} (quote the value)",
+                    other.kind()
+                )));
+            }
+        };
+        out.insert(key.clone(), value);
+    }
+    Ok(out)
+}
+
+fn read_metadata(
+    node: Option<&Node>,
+    location: &Location,
+    options: &ManifestOptions,
+) -> Result<ObjectMeta, ManifestError> {
+    let node = match node {
+        None | Some(Node::Null) => &Node::Map(Vec::new()),
+        Some(map @ Node::Map(_)) => map,
+        Some(other) => {
+            return Err(location.error(format!(
+                "metadata: expected a mapping, found {}",
+                other.kind()
+            )));
+        }
+    };
+    let Node::Map(entries) = node else {
+        unreachable!("checked above");
+    };
+    for (key, value) in entries {
+        let key = key.as_str();
+        if METADATA_KEPT.contains(&key) || METADATA_IGNORED.contains(&key) {
+            continue;
+        }
+        if METADATA_REFUSED.contains(&key) {
+            let is_set = match value {
+                Node::Null => false,
+                Node::String(s) => !s.is_empty(),
+                Node::Seq(items) => !items.is_empty(),
+                _ => true,
+            };
+            if is_set && !(key == "generateName" && node.get("name").is_some()) {
+                let why = if key == "generateName" {
+                    "this store does not generate names: set metadata.name"
+                } else {
+                    "this store has no garbage collector to honour it: remove the field"
+                };
+                return Err(location.error(format!("metadata.{key}: not supported: {why}")));
+            }
+            continue;
+        }
+        let mut known: Vec<&str> = METADATA_KEPT.to_vec();
+        known.extend(METADATA_IGNORED);
+        known.extend(METADATA_REFUSED);
+        check_fields(
+            &Node::Map(vec![(key.to_owned(), Node::Null)]),
+            &known,
+            "metadata: ",
+            location,
+        )?;
+    }
+    let name = opt_string(node, "name", "metadata.name", location)?.unwrap_or_default();
+    if name.is_empty() {
+        return Err(location.error(
+            "metadata.name: Required value: a Secret needs a name (generateName is not supported)",
+        ));
+    }
+    let namespace = match opt_string(node, "namespace", "metadata.namespace", location)? {
+        None | Some("") => options.default_namespace.clone(),
+        Some(ns) => {
+            if options.enforce_namespace && ns != options.default_namespace {
+                return Err(location.error(format!(
+                    "the namespace from the provided object {} does not match the namespace {}. You must pass '--namespace={ns}' to perform this operation.",
+                    go_quote(ns),
+                    go_quote(&options.default_namespace)
+                )));
+            }
+            ns.to_owned()
+        }
+    };
+    let creation_timestamp =
+        match opt_string(node, "creationTimestamp", "metadata.creationTimestamp", location)? {
+            None => None,
+            Some(text) => Some(timefmt::canonical_rfc3339(text).ok_or_else(|| {
+                location.error(format!(
+                    "metadata.creationTimestamp: {} is not an RFC 3339 time (e.g. \"2024-05-01T10:00:00Z\")",
+                    go_quote(text)
+                ))
+            })?),
+        };
+    Ok(ObjectMeta {
+        name: name.to_owned(),
+        namespace,
+        labels: string_map(node.get("labels"), "metadata.labels", location)?,
+        annotations: string_map(node.get("annotations"), "metadata.annotations", location)?,
+        uid: opt_string(node, "uid", "metadata.uid", location)?
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        resource_version: opt_string(
+            node,
+            "resourceVersion",
+            "metadata.resourceVersion",
+            location,
+        )?
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned),
+        creation_timestamp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::secret::*;
+
+    fn one(text: &str) -> Secret {
+        let mut all = parse_manifests(text).unwrap();
+        assert_eq!(all.len(), 1);
+        all.remove(0)
+    }
+
+    fn err(text: &str) -> String {
+        parse_manifests(text).unwrap_err().to_string()
+    }
+
+    const BASIC: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n";
+
+    #[test]
+    fn reads_a_yaml_secret_with_every_field() {
+        let s = one(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: prod\n  labels: {app: db}\n  annotations:\n    example.com/owner: team\n  uid: u-1\n  resourceVersion: \"7\"\n  creationTimestamp: \"2024-05-01T12:00:00+02:00\"\ntype: kubernetes.io/basic-auth\nimmutable: true\ndata:\n  username: YWRtaW4=\n",
+        );
+        assert_eq!(s.metadata.name, "db");
+        assert_eq!(s.metadata.namespace, "prod");
+        assert_eq!(s.metadata.labels["app"], "db");
+        assert_eq!(s.metadata.annotations["example.com/owner"], "team");
+        assert_eq!(s.metadata.uid.as_deref(), Some("u-1"));
+        assert_eq!(s.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(
+            s.metadata.creation_timestamp.as_deref(),
+            Some("2024-05-01T10:00:00Z")
+        );
+        assert_eq!(s.type_, "kubernetes.io/basic-auth");
+        assert_eq!(s.immutable, Some(true));
+        assert_eq!(s.data["username"].expose(), b"admin");
+    }
+
+    #[test]
+    fn string_data_is_merged_and_wins() {
+        let s = one(&format!(
+            "{BASIC}data:\n  password: b2xk\n  user: YQ==\nstringData:\n  password: new\n  token: t\n"
+        ));
+        assert_eq!(s.data["password"].expose(), b"new");
+        assert_eq!(s.data["user"].expose(), b"a");
+        assert_eq!(s.data["token"].expose(), b"t");
+        assert_eq!(s.data.len(), 3);
+    }
+
+    #[test]
+    fn base64_may_span_lines_of_a_block_scalar() {
+        let s = one(&format!("{BASIC}data:\n  cert: |\n    aGVs\n    bG8=\n"));
+        assert_eq!(s.data["cert"].expose(), b"hello");
+    }
+
+    #[test]
+    fn null_values_are_empty() {
+        let s = one(&format!("{BASIC}data:\n  a:\nstringData:\n  b: null\n"));
+        assert!(s.data["a"].is_empty());
+        assert!(s.data["b"].is_empty());
+    }
+
+    #[test]
+    fn missing_name_is_refused() {
+        assert_eq!(
+            err("apiVersion: v1\nkind: Secret\ndata: {}\n"),
+            "document 1: metadata.name: Required value: a Secret needs a name (generateName is not supported)"
+        );
+        assert!(
+            err("apiVersion: v1\nkind: Secret\nmetadata:\n  generateName: x-\n")
+                .contains("metadata.generateName: not supported")
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_a_hint() {
+        assert_eq!(
+            err(&format!("{BASIC}stringdata:\n  password: p\n")),
+            "document 1 (Secret \"db\"): unknown field \"stringdata\" (did you mean \"stringData\"?)"
+        );
+        assert_eq!(
+            err("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  lables: {a: b}\n"),
+            "document 1 (Secret \"db\"): metadata: unknown field \"lables\" (did you mean \"labels\"?)"
+        );
+        assert_eq!(
+            err(&format!("{BASIC}spec: {{}}\n")),
+            "document 1 (Secret \"db\"): unknown field \"spec\""
+        );
+        assert!(
+            err(&format!("{BASIC}  ownerReferences: [{{}}]\n"))
+                .contains("metadata.ownerReferences: not supported")
+        );
+        // Server-owned metadata is accepted and ignored.
+        one(&format!(
+            "{BASIC}  managedFields: []\n  generation: 3\n  selfLink: /x\n"
+        ));
+    }
+
+    #[test]
+    fn wrong_value_types_are_refused_without_echoing_values() {
+        assert_eq!(
+            err(&format!("{BASIC}immutable: \"true\"\n")),
+            "document 1 (Secret \"db\"): immutable: expected a boolean (true or false, unquoted), found a string"
+        );
+        let e = err(&format!("{BASIC}stringData:\n  port: 5432\n"));
+        assert_eq!(
+            e,
+            "document 1 (Secret \"db\"): stringData[port]: expected a string, found a number (quote the value)"
+        );
+        assert!(!e.contains("5432"));
+        assert_eq!(
+            err(&format!("{BASIC}data: [a]\n")),
+            "document 1 (Secret \"db\"): data: expected a mapping, found a list"
+        );
+        assert_eq!(
+            err(&format!("{BASIC}data:\n  k: {{a: b}}\n")),
+            "document 1 (Secret \"db\"): data[k]: expected a base64 string, found a mapping"
+        );
+        assert_eq!(
+            err(&format!("{BASIC}  labels: {{num: 1}}\n")),
+            "document 1 (Secret \"db\"): metadata.labels[num]: expected a string, found a number (quote the value)"
+        );
+        assert!(
+            err(&format!("{BASIC}  creationTimestamp: yesterday\n"))
+                .contains("metadata.creationTimestamp: \"yesterday\" is not an RFC 3339 time")
+        );
+    }
+}

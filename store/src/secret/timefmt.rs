@@ -1,0 +1,225 @@
+//! RFC 3339 timestamps as `metav1.Time` reads and writes them: parsed with
+//! Go's `time.RFC3339` layout (a `Z` or `±hh:mm` offset, an optional
+//! fraction), written in UTC with whole seconds (`2024-05-01T10:00:00Z`).
+
+use std::time::{Duration, SystemTime};
+
+/// Days from 1970-01-01 to the proleptic Gregorian date `y-m-d`.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date `(year, month, day)` that is `days` after 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if is_leap(y) => 29,
+        _ => 28,
+    }
+}
+
+fn digits(bytes: &[u8], at: usize, n: usize) -> Option<u32> {
+    let part = bytes.get(at..at + n)?;
+    part.iter().try_fold(0u32, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+    })
+}
+
+/// Parses `text` as RFC 3339 into seconds since the Unix epoch and
+/// nanoseconds; `None` when it is not a valid timestamp.
+pub(crate) fn parse_rfc3339(text: &str) -> Option<(i64, u32)> {
+    let b = text.as_bytes();
+    let year = digits(b, 0, 4)?;
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
+    let hour = digits(b, 11, 2)?;
+    let minute = digits(b, 14, 2)?;
+    let second = digits(b, 17, 2)?;
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || b.get(10) != Some(&b'T')
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+    {
+        return None;
+    }
+    let year = i64::from(year);
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut at = 19;
+    let mut nanos = 0u32;
+    if b.get(at) == Some(&b'.') {
+        at += 1;
+        let start = at;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            if at - start < 9 {
+                nanos = nanos * 10 + u32::from(b[at] - b'0');
+            }
+            at += 1;
+        }
+        let n = at - start;
+        if n == 0 {
+            return None;
+        }
+        for _ in n..9 {
+            nanos *= 10;
+        }
+    }
+    let offset = match b.get(at) {
+        Some(b'Z') if at + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) if at + 6 == b.len() && b[at + 3] == b':' => {
+            let oh = digits(b, at + 1, 2)?;
+            let om = digits(b, at + 4, 2)?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let off = i64::from(oh * 3600 + om * 60);
+            if sign == b'-' { -off } else { off }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset;
+    Some((seconds, nanos))
+}
+
+/// `seconds` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub(crate) fn format_rfc3339(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let rem = seconds.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Go's `time.Time.String()` of a UTC time: `2024-05-01 10:00:00 +0000 UTC`
+/// (what a field error prints for an immutable timestamp).
+pub(crate) fn format_go_time_string(seconds: i64) -> String {
+    let text = format_rfc3339(seconds);
+    format!("{} {} +0000 UTC", &text[..10], &text[11..19])
+}
+
+/// Re-writes an RFC 3339 timestamp in the canonical form, or `None`.
+pub(crate) fn canonical_rfc3339(text: &str) -> Option<String> {
+    parse_rfc3339(text).map(|(seconds, _)| format_rfc3339(seconds))
+}
+
+/// `when` as `YYYY-MM-DDTHH:MM:SSZ` (times before the epoch are clamped to it).
+pub(crate) fn format_system_time(when: SystemTime) -> String {
+    let seconds = when
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    format_rfc3339(seconds)
+}
+
+/// Seconds and nanoseconds since the epoch as a [`SystemTime`].
+pub(crate) fn to_system_time(seconds: i64, nanos: u32) -> Option<SystemTime> {
+    if seconds >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(Duration::new(seconds.unsigned_abs(), nanos))
+    } else {
+        SystemTime::UNIX_EPOCH
+            .checked_sub(Duration::from_secs(seconds.unsigned_abs()))?
+            .checked_add(Duration::from_nanos(u64::from(nanos)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_utc_offsets_and_fractions() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
+        assert_eq!(
+            parse_rfc3339("2024-05-01T10:00:00Z"),
+            Some((1_714_557_600, 0))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-05-01T12:00:00+02:00"),
+            Some((1_714_557_600, 0))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-05-01T10:00:00.5Z"),
+            Some((1_714_557_600, 500_000_000))
+        );
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), Some((-1, 0)));
+    }
+
+    #[test]
+    fn rejects_malformed_timestamps() {
+        for bad in [
+            "",
+            "2024-05-01",
+            "2024-05-01 10:00:00Z",
+            "2024-13-01T10:00:00Z",
+            "2023-02-29T10:00:00Z",
+            "2024-05-01T24:00:00Z",
+            "2024-05-01T10:00:00",
+            "2024-05-01T10:00:00.Z",
+            "2024-05-01T10:00:00+0200",
+            "2024-05-01T10:00:00Zjunk",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        assert!(parse_rfc3339("2024-02-29T10:00:00Z").is_some());
+    }
+
+    #[test]
+    fn formats_in_utc_whole_seconds() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_714_557_600), "2024-05-01T10:00:00Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(
+            canonical_rfc3339("2024-05-01T12:00:00.9+02:00").as_deref(),
+            Some("2024-05-01T10:00:00Z")
+        );
+        assert_eq!(
+            format_go_time_string(1_714_557_600),
+            "2024-05-01 10:00:00 +0000 UTC"
+        );
+    }
+
+    #[test]
+    fn civil_round_trip_over_a_wide_range() {
+        for days in (-800_000..800_000).step_by(997) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The storage engine seam: a key-value store with revisions, narrow enough
+//! that etcd can sit behind it as well as the embedded RocksDB.
+//!
+//! Keys are etcd keys (`/registry/secrets/<namespace>/<name>`); values are
+//! exactly the at-rest bytes. Every write gets a new store-wide revision
+//! (etcd's `mod_revision`); conditional writes compare it, which is how
+//! stale updates become conflicts and how `rewrap` never overwrites a newer
+//! value.
+
+pub mod rocks;
+
+/// One stored value with its revisions.
+#[derive(Clone)]
+pub struct Versioned {
+    /// The etcd key.
+    pub key: String,
+    /// The at-rest bytes (encrypted unless identity).
+    pub value: Vec<u8>,
+    /// Revision of the write that created the key.
+    pub create_revision: u64,
+    /// Revision of the last write to the key (the resourceVersion).
+    pub mod_revision: u64,
+}
+
+impl std::fmt::Debug for Versioned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Versioned")
+            .field("key", &self.key)
+            .field("value", &format_args!("<{} bytes>", self.value.len()))
+            .field("create_revision", &self.create_revision)
+            .field("mod_revision", &self.mod_revision)
+            .finish()
+    }
+}
+
+/// When a write may happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Always.
+    None,
+    /// Only if the key does not exist (create).
+    Absent,
+    /// Only if the key exists with exactly this mod revision.
+    ModRevision(u64),
+}
+
+/// A page of a listing.
+#[derive(Debug)]
+pub struct Page {
+    /// Values in key order.
+    pub items: Vec<Versioned>,
+    /// Pass as `start_after` to get the next page; `None` at the end.
+    pub continue_after: Option<String>,
+    /// The store revision the page was read at.
+    pub revision: u64,
+}
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The precondition did not hold.
+    #[error("conflict on {key}: {reason}")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// Why (current state vs expected), without values.
+        reason: String,
+    },
+    /// The store cannot be opened because another process holds it.
+    #[error("{0}")]
+    Locked(String),
+    /// The store is unreachable or lost quorum.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Stored metadata is corrupt.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// Anything else from the engine.
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// A storage engine.
+pub trait StorageEngine: Send + Sync {
+    /// `rocksdb` or `etcd`, for messages and bench output.
+    fn name(&self) -> &'static str;
+    /// Reads one key.
+    fn get(&self, key: &str) -> Result<Option<Versioned>, StorageError>;
+    /// Writes one key if `pre` holds; returns the new mod revision.
+    fn put(&self, key: &str, value: &[u8], pre: Precondition) -> Result<u64, StorageError>;
+    /// Deletes one key if `pre` holds; returns whether it existed.
+    fn delete(&self, key: &str, pre: Precondition) -> Result<bool, StorageError>;
+    /// Up to `limit` keys starting with `prefix`, after `start_after`, in order.
+    fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StorageError>;
+    /// The latest revision of the store.
+    fn revision(&self) -> Result<u64, StorageError>;
+}
+
+/// Calls `f` for every key under `prefix`, a page at a time.
+pub fn for_each(
+    engine: &dyn StorageEngine,
+    prefix: &str,
+    page_size: usize,
+    mut f: impl FnMut(Versioned) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = engine.list(prefix, after.as_deref(), page_size)?;
+        for item in page.items {
+            f(item)?;
+        }
+        match page.continue_after {
+            Some(k) => after = Some(k),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The engine conformance suite, run against every engine (one suite, many
+/// engines). Each check takes a fresh, empty engine.
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance {
+    use super::*;
+
+    /// Runs every check against engines made by `fresh`.
+    pub fn run_all(fresh: &dyn Fn() -> Box<dyn StorageEngine>) {
+        create_get_update_delete(&*fresh());
+        conditional_writes(&*fresh());
+        listing_and_pagination(&*fresh());
+        concurrent_writers_one_wins(fresh());
+    }
+
+    /// Basic CRUD and revisions.
+    pub fn create_get_update_delete(e: &dyn StorageEngine) {
+        let k = "/registry/secrets/default/a";
+        assert!(e.get(k).unwrap().is_none());
+        let r0 = e.revision().unwrap();
+        let r1 = e.put(k, b"v1", Precondition::Absent).unwrap();
+        assert!(r1 > r0);
+        let v = e.get(k).unwrap().unwrap();
+        assert_eq!(v.value, b"v1");
+        assert_eq!((v.create_revision, v.mod_revision), (r1, r1));
+        let r2 = e.put(k, b"v2", Precondition::ModRevision(r1)).unwrap();
+        assert!(r2 > r1);
+        let v = e.get(k).unwrap().unwrap();
+        assert_eq!(v.value, b"v2");
+        assert_eq!((v.create_revision, v.mod_revision), (r1, r2));
+        assert_eq!(e.revision().unwrap(), r2);
+        assert!(e.delete(k, Precondition::ModRevision(r2)).unwrap());
+        assert!(e.get(k).unwrap().is_none());
+        assert!(!e.delete(k, Precondition::None).unwrap());
+        // Binary values, including every byte value, round trip exactly.
+        let all: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        e.put(k, &all, Precondition::None).unwrap();
+        assert_eq!(e.get(k).unwrap().unwrap().value, all);
+    }
+
+    /// Stale and absent preconditions are conflicts.
+    pub fn conditional_writes(e: &dyn StorageEngine) {
+        let k = "/registry/secrets/ns/c";
+        let r1 = e.put(k, b"x", Precondition::Absent).unwrap();
+        assert!(matches!(
+            e.put(k, b"y", Precondition::Absent),
+            Err(StorageError::Conflict { .. })
+        ));
+        let r2 = e.put(k, b"y", Precondition::ModRevision(r1)).unwrap();
+        let err = e.put(k, b"z", Precondition::ModRevision(r1)).unwrap_err();
+        assert!(matches!(err, StorageError::Conflict { .. }), "{err}");
+        assert_eq!(
+            e.get(k).unwrap().unwrap().value,
+            b"y",
+            "a stale write changed nothing"
+        );
+        assert!(matches!(
+            e.delete(k, Precondition::ModRevision(r1)),
+            Err(StorageError::Conflict { .. })
+        ));
+        assert!(matches!(
+            e.put(
+                "/registry/secrets/ns/none",
+                b"q",
+                Precondition::ModRevision(r2)
+            ),
+            Err(StorageError::Conflict { .. })
+        ));
+        assert!(e.get("/registry/secrets/ns/none").unwrap().is_none());
+    }
+
+    /// Prefix listing in key order, pages that neither skip nor repeat.
+    pub fn listing_and_pagination(e: &dyn StorageEngine) {
+        for ns in ["a", "b", "bb"] {
+            for i in 0..25 {
+                e.put(
+                    &format!("/registry/secrets/{ns}/s{i:03}"),
+                    ns.as_bytes(),
+                    Precondition::None,
+                )
+                .unwrap();
+            }
+        }
+        e.put("/registry/configmaps/a/x", b"other", Precondition::None)
+            .unwrap();
+        let mut seen = Vec::new();
+        for_each(e, "/registry/secrets/b/", 7, |v| {
+            assert_eq!(v.value, b"b");
+            seen.push(v.key);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 25, "namespace b only, not bb: {seen:?}");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted);
+        let mut all = 0;
+        for_each(e, "/registry/secrets/", 10, |_| {
+            all += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(all, 75);
+        let p = e.list("/registry/secrets/", None, 1000).unwrap();
+        assert_eq!(p.items.len(), 75);
+        assert!(p.continue_after.is_none());
+        assert!(
+            e.list("/registry/nothing/", None, 10)
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+
+    /// Many threads update one key conditionally: exactly one wins per round.
+    pub fn concurrent_writers_one_wins(e: Box<dyn StorageEngine>) {
+        let e: std::sync::Arc<dyn StorageEngine> = e.into();
+        let k = "/registry/secrets/default/contended";
+        let r = e.put(k, b"0", Precondition::None).unwrap();
+        for round in 0..5 {
+            let base = e.get(k).unwrap().unwrap().mod_revision;
+            let wins: usize = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..8)
+                    .map(|t| {
+                        let e = e.clone();
+                        s.spawn(move || {
+                            e.put(
+                                k,
+                                format!("{round}-{t}").as_bytes(),
+                                Precondition::ModRevision(base),
+                            )
+                            .is_ok() as usize
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            assert_eq!(wins, 1, "round {round}");
+        }
+        assert!(e.get(k).unwrap().unwrap().mod_revision > r);
+    }
+}

@@ -1,0 +1,346 @@
+//! The store: what kube-apiserver's registry and storage layer do with a
+//! Secret on every write and read, over any [`StorageEngine`].
+//!
+//! write: prepare (uid, creationTimestamp) → validate → serialize (JSON, as
+//! the apiserver with `--storage-media-type=application/json`) → seal with
+//! the first provider, the etcd key as context → conditional put.
+//! read: get → open with whichever provider matches → decode → the
+//! resourceVersion is the value's mod revision.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::secret::{self, InvalidError, Secret, Warning};
+use crate::storage::{self, Precondition, StorageEngine, StorageError, Versioned};
+use crate::transform::chain::TransformerChain;
+use crate::transform::{EnvelopeInfo, TransformError};
+
+/// Every Secret lives under this prefix.
+pub const SECRETS_PREFIX: &str = "/registry/secrets/";
+
+/// The etcd key of a Secret.
+pub fn etcd_key(namespace: &str, name: &str) -> String {
+    format!("{SECRETS_PREFIX}{namespace}/{name}")
+}
+
+/// Splits an etcd key back into (namespace, name).
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(SECRETS_PREFIX)?.split_once('/')
+}
+
+/// Why a store operation failed; messages follow kubectl's wording.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such Secret.
+    #[error("secrets \"{name}\" not found")]
+    NotFound {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// The object changed since it was read.
+    #[error("Operation cannot be fulfilled on secrets \"{name}\": {reason}")]
+    Conflict {
+        /// Name.
+        name: String,
+        /// The apiserver's explanation.
+        reason: String,
+    },
+    /// Validation failed.
+    #[error("{0}")]
+    Invalid(#[from] InvalidError),
+    /// A create found the Secret already there.
+    #[error("secrets \"{0}\" already exists")]
+    AlreadyExists(String),
+    /// A create carried a resourceVersion.
+    #[error(
+        "Secret \"{0}\" is invalid: metadata.resourceVersion: Invalid value: \"{1}\": must be empty on create (resourceVersion should not be set on objects to be created)"
+    )]
+    ResourceVersionOnCreate(String, String),
+    /// Encryption or decryption failed.
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    /// The engine failed.
+    #[error(transparent)]
+    Storage(StorageError),
+    /// The decrypted bytes are not a Secret.
+    #[error("value at {key} decrypted but is not a Secret: {reason}")]
+    Decode {
+        /// The etcd key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<StorageError> for StoreError {
+    fn from(e: StorageError) -> Self {
+        StoreError::Storage(e)
+    }
+}
+
+const MODIFIED: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
+
+/// What `apply` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A new Secret.
+    Created,
+    /// An existing Secret was replaced.
+    Configured,
+    /// Nothing changed (and the stored value was not stale).
+    Unchanged,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Applied::Created => "created",
+            Applied::Configured => "configured",
+            Applied::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// The public facts about one stored value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspection {
+    /// The etcd key.
+    pub key: String,
+    /// Envelope facts (provider, key_id, source type, annotations).
+    pub envelope: EnvelopeInfo,
+    /// Whether a rewrap would rewrite it.
+    pub stale: bool,
+    /// Its resourceVersion.
+    pub mod_revision: u64,
+}
+
+/// A Secret store over an engine and a provider chain.
+pub struct SecretStore {
+    engine: Arc<dyn StorageEngine>,
+    chain: Arc<TransformerChain>,
+}
+
+fn new_uid() -> String {
+    let mut b: [u8; 16] = crate::rand::array();
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+impl SecretStore {
+    /// A store writing through `chain` into `engine`.
+    pub fn new(engine: Arc<dyn StorageEngine>, chain: Arc<TransformerChain>) -> Self {
+        SecretStore { engine, chain }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<dyn StorageEngine> {
+        &self.engine
+    }
+
+    /// The provider chain.
+    pub fn chain(&self) -> &Arc<TransformerChain> {
+        &self.chain
+    }
+
+    /// Opens and decodes a stored value.
+    pub fn decode(&self, v: &Versioned) -> Result<(Secret, bool), StoreError> {
+        let opened = self.chain.open(&v.value, &v.key)?;
+        let mut s =
+            Secret::from_storage_bytes(&opened.plaintext).map_err(|e| StoreError::Decode {
+                key: v.key.clone(),
+                reason: e.to_string(),
+            })?;
+        s.metadata.resource_version = Some(v.mod_revision.to_string());
+        Ok((s, opened.stale))
+    }
+
+    /// Creates a Secret, as the apiserver's POST: prepare, validate,
+    /// serialize, seal, put if absent. An existing Secret is a conflict.
+    pub fn create(&self, mut s: Secret) -> Result<(Secret, Vec<Warning>), StoreError> {
+        let key = etcd_key(&s.metadata.namespace, &s.metadata.name);
+        if let Some(rv) = s
+            .metadata
+            .resource_version
+            .as_deref()
+            .filter(|r| !r.is_empty())
+        {
+            return Err(StoreError::ResourceVersionOnCreate(
+                s.metadata.name.clone(),
+                rv.to_string(),
+            ));
+        }
+        secret::prepare_for_create(&mut s, new_uid(), SystemTime::now());
+        let warnings = secret::validate_create(&s)?;
+        let sealed = self.chain.seal(&s.to_storage_json(), &key)?;
+        let rev = self
+            .engine
+            .put(&key, &sealed, Precondition::Absent)
+            .map_err(|e| match e {
+                StorageError::Conflict { .. } => StoreError::AlreadyExists(s.metadata.name.clone()),
+                other => StoreError::Storage(other),
+            })?;
+        s.metadata.resource_version = Some(rev.to_string());
+        Ok((s, warnings))
+    }
+
+    /// Creates or replaces a Secret, as `kubectl apply` (full replace).
+    pub fn apply(&self, mut s: Secret) -> Result<(Applied, Secret, Vec<Warning>), StoreError> {
+        let key = etcd_key(&s.metadata.namespace, &s.metadata.name);
+        match self.engine.get(&key)? {
+            None => {
+                let (s, warnings) = self.create(s).map_err(|e| match e {
+                    StoreError::AlreadyExists(name) => StoreError::Conflict {
+                        name,
+                        reason: MODIFIED.into(),
+                    },
+                    other => other,
+                })?;
+                Ok((Applied::Created, s, warnings))
+            }
+            Some(v) => {
+                let (old, stale) = self.decode(&v)?;
+                if let Some(rv) = s
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .filter(|r| !r.is_empty())
+                    && rv != v.mod_revision.to_string()
+                {
+                    return Err(StoreError::Conflict {
+                        name: s.metadata.name.clone(),
+                        reason: MODIFIED.into(),
+                    });
+                }
+                secret::prepare_for_update(&mut s, &old);
+                s.metadata.resource_version = Some(v.mod_revision.to_string());
+                let warnings = secret::validate_update(&s, &old)?;
+                let plain = s.to_storage_json();
+                if !stale && *plain == *old.to_storage_json() {
+                    return Ok((Applied::Unchanged, old, warnings));
+                }
+                let sealed = self.chain.seal(&plain, &key)?;
+                let rev = self
+                    .engine
+                    .put(&key, &sealed, Precondition::ModRevision(v.mod_revision))
+                    .map_err(|e| self.conflict_or(e, &s.metadata.name))?;
+                s.metadata.resource_version = Some(rev.to_string());
+                Ok((Applied::Configured, s, warnings))
+            }
+        }
+    }
+
+    fn conflict_or(&self, e: StorageError, name: &str) -> StoreError {
+        match e {
+            StorageError::Conflict { .. } => StoreError::Conflict {
+                name: name.to_string(),
+                reason: MODIFIED.into(),
+            },
+            other => StoreError::Storage(other),
+        }
+    }
+
+    /// Reads one Secret.
+    pub fn get(&self, namespace: &str, name: &str) -> Result<Secret, StoreError> {
+        let key = etcd_key(namespace, name);
+        let v = self.engine.get(&key)?.ok_or_else(|| StoreError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })?;
+        Ok(self.decode(&v)?.0)
+    }
+
+    /// Lists Secrets of one namespace, or of all.
+    pub fn list(&self, namespace: Option<&str>) -> Result<Vec<Secret>, StoreError> {
+        let prefix = match namespace {
+            Some(ns) => format!("{SECRETS_PREFIX}{ns}/"),
+            None => SECRETS_PREFIX.to_string(),
+        };
+        let mut out = Vec::new();
+        let mut err = None;
+        storage::for_each(&*self.engine, &prefix, 500, |v| {
+            match self.decode(&v) {
+                Ok((s, _)) => out.push(s),
+                Err(e) => {
+                    if err.is_none() {
+                        err = Some(e);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Deletes one Secret.
+    pub fn delete(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
+        let key = etcd_key(namespace, name);
+        if self.engine.delete(&key, Precondition::None)? {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+        }
+    }
+
+    /// The envelope facts of one value, without decrypting it.
+    pub fn inspect(&self, namespace: &str, name: &str) -> Result<Inspection, StoreError> {
+        let key = etcd_key(namespace, name);
+        let v = self.engine.get(&key)?.ok_or_else(|| StoreError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })?;
+        self.inspect_value(&v)
+    }
+
+    /// [`SecretStore::inspect`] for a value already read.
+    pub fn inspect_value(&self, v: &Versioned) -> Result<Inspection, StoreError> {
+        let envelope = self.chain.inspect(&v.value, &v.key)?;
+        let stale = self.chain.is_stale(&v.value, &v.key)?;
+        Ok(Inspection {
+            key: v.key.clone(),
+            envelope,
+            stale,
+            mod_revision: v.mod_revision,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_v4() {
+        let u = new_uid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(new_uid(), u);
+    }
+
+    #[test]
+    fn keys_split_back() {
+        let k = etcd_key("ns", "name");
+        assert_eq!(k, "/registry/secrets/ns/name");
+        assert_eq!(split_key(&k), Some(("ns", "name")));
+        assert_eq!(split_key("/registry/configmaps/a/b"), None);
+    }
+}

@@ -1,0 +1,188 @@
+//! The current write state: the DEK seed, its wrapped form and the facts
+//! the plugin returned with it, swapped atomically when the key_id changes.
+//!
+//! Seals read it without locks (one `ArcSwap` load). Its write deadline is
+//! moved forward by every healthy Status (upstream `ExpirationTimestamp`,
+//! now + 3 minutes, set before the network call); a seal after the deadline
+//! is refused.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::{ArcSwapOption, Guard};
+use zeroize::Zeroizing;
+
+use super::cache::{CacheKey, cache_key};
+use super::dek::UnwrappedKey;
+use super::envelope::{DekSourceType, encode_tail};
+
+/// What every write uses until the key_id changes.
+pub(crate) struct WriteState {
+    /// The seed, shared with the read cache (one copy in memory).
+    key: Arc<UnwrappedKey>,
+    /// The plugin's key_id for the wrapped seed.
+    pub(crate) key_id: String,
+    /// Fields 2-5 of every `EncryptedObject` written with this state.
+    pub(crate) tail: Box<[u8]>,
+    /// The read-cache key of this seed.
+    pub(crate) cache_key: CacheKey,
+    /// When the seed was wrapped.
+    pub(crate) created: SystemTime,
+    /// Write deadline, in nanoseconds since the cell's base instant.
+    deadline: AtomicU64,
+}
+
+impl WriteState {
+    /// A state for a seed wrapped by the plugin as `encrypted_dek_source`.
+    pub(crate) fn new(
+        seed: Zeroizing<Vec<u8>>,
+        key_id: String,
+        encrypted_dek_source: &[u8],
+        annotations: &BTreeMap<String, Vec<u8>>,
+    ) -> Self {
+        let t = DekSourceType::HkdfSha256XnonceAesGcmSeed;
+        let tail = encode_tail(&key_id, encrypted_dek_source, annotations, t).into_boxed_slice();
+        let cache_key = cache_key(
+            t,
+            encrypted_dek_source,
+            &key_id,
+            annotations
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_slice())),
+        );
+        WriteState {
+            key: Arc::new(UnwrappedKey::Seed(seed)),
+            key_id,
+            tail,
+            cache_key,
+            created: SystemTime::now(),
+            deadline: AtomicU64::new(0),
+        }
+    }
+
+    /// The seed bytes, for sealing.
+    pub(crate) fn seed(&self) -> &[u8] {
+        match &*self.key {
+            UnwrappedKey::Seed(s) => s,
+            // Only seeds are ever installed; an empty PRK would still be safe
+            // to use, but this arm cannot be reached.
+            UnwrappedKey::Legacy(_) => &[],
+        }
+    }
+
+    /// The seed as the read cache holds it.
+    pub(crate) fn key(&self) -> &Arc<UnwrappedKey> {
+        &self.key
+    }
+}
+
+/// The slot holding the current [`WriteState`] (none until the first
+/// successful Status + Encrypt).
+pub(crate) struct StateCell {
+    current: ArcSwapOption<WriteState>,
+    base: Instant,
+}
+
+impl StateCell {
+    /// An empty cell.
+    pub(crate) fn new() -> Self {
+        StateCell {
+            current: ArcSwapOption::empty(),
+            base: Instant::now(),
+        }
+    }
+
+    /// The current state, lock-free.
+    pub(crate) fn load(&self) -> Guard<Option<Arc<WriteState>>> {
+        self.current.load()
+    }
+
+    /// The current state as an owned reference.
+    pub(crate) fn load_full(&self) -> Option<Arc<WriteState>> {
+        self.current.load_full()
+    }
+
+    /// Makes `state` current, writable for `window` from `now`.
+    pub(crate) fn install(
+        &self,
+        state: WriteState,
+        now: Instant,
+        window: Duration,
+    ) -> Arc<WriteState> {
+        state
+            .deadline
+            .store(self.deadline(now, window), Ordering::Release);
+        let state = Arc::new(state);
+        self.current.store(Some(Arc::clone(&state)));
+        state
+    }
+
+    /// Moves `state`'s write deadline to `now + window`.
+    pub(crate) fn extend(&self, state: &WriteState, now: Instant, window: Duration) {
+        state
+            .deadline
+            .store(self.deadline(now, window), Ordering::Release);
+    }
+
+    /// Whether `state` may still be written with at `now`.
+    pub(crate) fn writable(&self, state: &WriteState, now: Instant) -> bool {
+        self.nanos(now) <= state.deadline.load(Ordering::Acquire)
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn deadline(&self, now: Instant, window: Duration) -> u64 {
+        self.nanos(now)
+            .saturating_add(u64::try_from(window.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> WriteState {
+        WriteState::new(
+            Zeroizing::new(vec![7; 32]),
+            "k1".into(),
+            &[1; 40],
+            &BTreeMap::new(),
+        )
+    }
+
+    #[test]
+    fn writable_until_the_deadline_then_extended() {
+        let cell = StateCell::new();
+        assert!(cell.load().is_none());
+        let now = Instant::now();
+        let st = cell.install(state(), now, Duration::from_secs(180));
+        assert!(cell.writable(&st, now + Duration::from_secs(180)));
+        assert!(!cell.writable(&st, now + Duration::from_secs(181)));
+        cell.extend(
+            &st,
+            now + Duration::from_secs(100),
+            Duration::from_secs(180),
+        );
+        assert!(cell.writable(&st, now + Duration::from_secs(280)));
+        assert_eq!(cell.load().as_ref().unwrap().key_id, "k1");
+    }
+
+    #[test]
+    fn an_endless_window_does_not_overflow() {
+        let cell = StateCell::new();
+        let now = Instant::now();
+        let st = cell.install(state(), now, Duration::MAX);
+        assert!(cell.writable(&st, now + Duration::from_secs(10 * 365 * 86400)));
+    }
+
+    #[test]
+    fn the_seed_is_shared_with_the_cache_entry() {
+        let st = state();
+        assert_eq!(st.seed(), &[7; 32]);
+        assert!(matches!(&**st.key(), UnwrappedKey::Seed(_)));
+    }
+}

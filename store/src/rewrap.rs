@@ -8,7 +8,7 @@
 //! already rewrapped are simply no longer stale.
 
 use crate::storage::{self, Precondition, StorageError, Versioned};
-use crate::store::{SECRETS_PREFIX, SecretStore, StoreError};
+use crate::store::{SecretStore, StoreError};
 
 /// What a rewrap did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -53,7 +53,7 @@ pub fn rewrap(
     let mut report = RewrapReport::default();
     // Pass 1: count stale values without decrypting (envelopes only).
     let mut stale_total = 0u64;
-    storage::for_each(&**store.engine(), SECRETS_PREFIX, 1000, |v| {
+    storage::for_each(&**store.engine(), store.secrets_prefix(), 1000, |v| {
         report.scanned += 1;
         if store.chain().is_stale(&v.value, &v.key).unwrap_or(true) {
             stale_total += 1;
@@ -66,7 +66,7 @@ pub fn rewrap(
     }
     progress.total(stale_total);
     // Pass 2: rewrite them.
-    storage::for_each(&**store.engine(), SECRETS_PREFIX, 500, |v| {
+    storage::for_each(&**store.engine(), store.secrets_prefix(), 500, |v| {
         if !store.chain().is_stale(&v.value, &v.key).unwrap_or(true) {
             return Ok(());
         }

@@ -15,17 +15,39 @@ use crate::storage::{self, Precondition, StorageEngine, StorageError, Versioned}
 use crate::transform::chain::TransformerChain;
 use crate::transform::{EnvelopeInfo, TransformError};
 
-/// Every Secret lives under this prefix.
+/// kube-apiserver's default `--etcd-prefix`.
+pub const DEFAULT_ETCD_PREFIX: &str = "/registry";
+
+/// Every Secret lives under this prefix (with the default `--etcd-prefix`).
 pub const SECRETS_PREFIX: &str = "/registry/secrets/";
 
-/// The etcd key of a Secret.
+/// The etcd key of a Secret (with the default `--etcd-prefix`).
 pub fn etcd_key(namespace: &str, name: &str) -> String {
     format!("{SECRETS_PREFIX}{namespace}/{name}")
 }
 
-/// Splits an etcd key back into (namespace, name).
+/// Splits an etcd key back into (namespace, name) (default `--etcd-prefix`).
 pub fn split_key(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(SECRETS_PREFIX)?.split_once('/')
+}
+
+/// Checks an `--etcd-prefix` and returns the Secrets prefix under it, as
+/// kube-apiserver joins them (`path.Join(prefix, "secrets")` plus `/`):
+/// `/registry` and `/registry/` give `/registry/secrets/`. The prefix must
+/// be absolute; `/` alone puts Secrets under `/secrets/`.
+pub fn secrets_prefix_for(etcd_prefix: &str) -> Result<String, String> {
+    if !etcd_prefix.starts_with('/') {
+        return Err(format!(
+            "etcd-prefix={etcd_prefix:?} is not valid: it must start with / (kube-apiserver's default is {DEFAULT_ETCD_PREFIX})"
+        ));
+    }
+    let p = etcd_prefix.trim_end_matches('/');
+    if p.contains("//") || p.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!(
+            "etcd-prefix={etcd_prefix:?} is not valid: empty, . or .. path segments"
+        ));
+    }
+    Ok(format!("{p}/secrets/"))
 }
 
 /// Why a store operation failed; messages follow kubectl's wording.
@@ -122,6 +144,8 @@ pub struct Inspection {
 pub struct SecretStore {
     engine: Arc<dyn StorageEngine>,
     chain: Arc<TransformerChain>,
+    /// `<etcd prefix>/secrets/`: keys, listings and the encryption context.
+    secrets_prefix: String,
 }
 
 fn new_uid() -> String {
@@ -142,7 +166,35 @@ fn new_uid() -> String {
 impl SecretStore {
     /// A store writing through `chain` into `engine`.
     pub fn new(engine: Arc<dyn StorageEngine>, chain: Arc<TransformerChain>) -> Self {
-        SecretStore { engine, chain }
+        SecretStore {
+            engine,
+            chain,
+            secrets_prefix: SECRETS_PREFIX.to_string(),
+        }
+    }
+
+    /// The same store under another `--etcd-prefix` (as kube-apiserver's
+    /// flag): keys become `<prefix>/secrets/<ns>/<name>`, and since the key
+    /// is the encryption context, values are sealed for exactly that key.
+    pub fn with_etcd_prefix(mut self, etcd_prefix: &str) -> Result<Self, String> {
+        self.secrets_prefix = secrets_prefix_for(etcd_prefix)?;
+        Ok(self)
+    }
+
+    /// Where this store's Secrets live: `<etcd prefix>/secrets/`.
+    pub fn secrets_prefix(&self) -> &str {
+        &self.secrets_prefix
+    }
+
+    /// The etcd key of a Secret in this store.
+    pub fn key(&self, namespace: &str, name: &str) -> String {
+        format!("{}{namespace}/{name}", self.secrets_prefix)
+    }
+
+    /// Splits one of this store's keys back into (namespace, name).
+    pub fn split_key<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        key.strip_prefix(self.secrets_prefix.as_str())?
+            .split_once('/')
     }
 
     /// The engine.
@@ -170,7 +222,7 @@ impl SecretStore {
     /// Creates a Secret, as the apiserver's POST: prepare, validate,
     /// serialize, seal, put if absent. An existing Secret is a conflict.
     pub fn create(&self, mut s: Secret) -> Result<(Secret, Vec<Warning>), StoreError> {
-        let key = etcd_key(&s.metadata.namespace, &s.metadata.name);
+        let key = self.key(&s.metadata.namespace, &s.metadata.name);
         if let Some(rv) = s
             .metadata
             .resource_version
@@ -198,7 +250,7 @@ impl SecretStore {
 
     /// Creates or replaces a Secret, as `kubectl apply` (full replace).
     pub fn apply(&self, mut s: Secret) -> Result<(Applied, Secret, Vec<Warning>), StoreError> {
-        let key = etcd_key(&s.metadata.namespace, &s.metadata.name);
+        let key = self.key(&s.metadata.namespace, &s.metadata.name);
         match self.engine.get(&key)? {
             None => {
                 let (s, warnings) = self.create(s).map_err(|e| match e {
@@ -254,7 +306,7 @@ impl SecretStore {
 
     /// Reads one Secret.
     pub fn get(&self, namespace: &str, name: &str) -> Result<Secret, StoreError> {
-        let key = etcd_key(namespace, name);
+        let key = self.key(namespace, name);
         let v = self.engine.get(&key)?.ok_or_else(|| StoreError::NotFound {
             namespace: namespace.into(),
             name: name.into(),
@@ -265,8 +317,8 @@ impl SecretStore {
     /// Lists Secrets of one namespace, or of all.
     pub fn list(&self, namespace: Option<&str>) -> Result<Vec<Secret>, StoreError> {
         let prefix = match namespace {
-            Some(ns) => format!("{SECRETS_PREFIX}{ns}/"),
-            None => SECRETS_PREFIX.to_string(),
+            Some(ns) => format!("{}{ns}/", self.secrets_prefix),
+            None => self.secrets_prefix.clone(),
         };
         let mut out = Vec::new();
         let mut err = None;
@@ -289,7 +341,7 @@ impl SecretStore {
 
     /// Deletes one Secret.
     pub fn delete(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
-        let key = etcd_key(namespace, name);
+        let key = self.key(namespace, name);
         if self.engine.delete(&key, Precondition::None)? {
             Ok(())
         } else {
@@ -302,7 +354,7 @@ impl SecretStore {
 
     /// The envelope facts of one value, without decrypting it.
     pub fn inspect(&self, namespace: &str, name: &str) -> Result<Inspection, StoreError> {
-        let key = etcd_key(namespace, name);
+        let key = self.key(namespace, name);
         let v = self.engine.get(&key)?.ok_or_else(|| StoreError::NotFound {
             namespace: namespace.into(),
             name: name.into(),
@@ -342,5 +394,20 @@ mod tests {
         assert_eq!(k, "/registry/secrets/ns/name");
         assert_eq!(split_key(&k), Some(("ns", "name")));
         assert_eq!(split_key("/registry/configmaps/a/b"), None);
+    }
+
+    #[test]
+    fn etcd_prefixes_join_as_the_apiserver_joins_them() {
+        assert_eq!(secrets_prefix_for("/registry").unwrap(), SECRETS_PREFIX);
+        assert_eq!(secrets_prefix_for("/registry/").unwrap(), SECRETS_PREFIX);
+        assert_eq!(secrets_prefix_for("/k8s/a").unwrap(), "/k8s/a/secrets/");
+        assert_eq!(secrets_prefix_for("/").unwrap(), "/secrets/");
+        assert!(
+            secrets_prefix_for("registry")
+                .unwrap_err()
+                .contains("must start with /")
+        );
+        assert!(secrets_prefix_for("/a//b").is_err());
+        assert!(secrets_prefix_for("/a/../b").is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::rewrap::Progress;
 use crate::storage;
-use crate::store::{SECRETS_PREFIX, SecretStore, StoreError, split_key};
+use crate::store::{SecretStore, StoreError};
 
 /// What a verify found.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -26,11 +26,11 @@ pub fn verify(store: &SecretStore, progress: &dyn Progress) -> Result<VerifyRepo
     if let Ok(total) = count(store) {
         progress.total(total);
     }
-    storage::for_each(&**store.engine(), SECRETS_PREFIX, 500, |v| {
+    storage::for_each(&**store.engine(), store.secrets_prefix(), 500, |v| {
         r.checked += 1;
         match store.decode(&v) {
             Ok((s, stale)) => {
-                let (ns, name) = split_key(&v.key).unwrap_or(("", ""));
+                let (ns, name) = store.split_key(&v.key).unwrap_or(("", ""));
                 if s.metadata.namespace != ns || s.metadata.name != name {
                     r.failed.push((
                         v.key.clone(),
@@ -56,7 +56,7 @@ pub fn verify(store: &SecretStore, progress: &dyn Progress) -> Result<VerifyRepo
 
 fn count(store: &SecretStore) -> Result<u64, StoreError> {
     let mut n = 0;
-    storage::for_each(&**store.engine(), SECRETS_PREFIX, 1000, |_| {
+    storage::for_each(&**store.engine(), store.secrets_prefix(), 1000, |_| {
         n += 1;
         Ok(())
     })?;

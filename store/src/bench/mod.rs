@@ -1,9 +1,15 @@
 //! `secret-store bench`: N Secrets of a given size written by C concurrent
-//! writers through the whole path (validate, serialize, encrypt, RocksDB),
-//! then read back cold (empty seed cache, freshly opened database) and warm,
-//! for identity, aesgcm and kms v2 side by side in one run.
+//! writers through the whole path (validate, serialize, encrypt, store in
+//! RocksDB or etcd), then read back cold (empty seed cache, freshly opened
+//! engine) and warm, for identity, aesgcm and kms v2 side by side in one
+//! run. Each phase reports the share of its time spent in encryption
+//! (sealing, opening) and in the storage engine.
+//!
+//! On etcd, each provider writes under a throwaway prefix
+//! (`/secret-store-bench/<run>/<provider>`), deleted at the end.
 
 mod plugin;
+mod timing;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::secret::{Secret, SecretValue};
 use crate::storage::StorageEngine;
+use crate::storage::etcd::{EtcdConfig, EtcdEngine};
 use crate::storage::rocks::RocksEngine;
 use crate::store::SecretStore;
 use crate::transform::Transformer;
@@ -38,6 +45,10 @@ pub struct BenchArgs {
     /// A running KMS v2 plugin; without it a throwaway kms-plugin is started.
     #[arg(long, value_name = "ENDPOINT")]
     pub kms_endpoint: Option<String>,
+    /// Storage engine: rocksdb (a temporary database under --dir) or etcd (the cluster of
+    /// --etcd-endpoints, under a throwaway key prefix deleted afterwards).
+    #[arg(long, default_value = "rocksdb", value_name = "ENGINE")]
+    pub engine: String,
     /// Where the benchmark databases go (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -49,6 +60,8 @@ pub struct BenchArgs {
 /// One phase's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PhaseFigures {
+    /// rocksdb or etcd.
+    pub engine: &'static str,
     /// identity, aesgcm or kms-v2.
     pub provider: String,
     /// write, read-cold or read-warm.
@@ -67,6 +80,27 @@ pub struct PhaseFigures {
     pub p99_us: f64,
     /// KMS plugin calls during the phase (Status, Encrypt, Decrypt).
     pub plugin_calls: u64,
+    /// Share of the operations' summed latency spent sealing or opening
+    /// values (plugin calls included), 0..1.
+    pub crypto_share: f64,
+    /// Share of the operations' summed latency spent in the storage engine, 0..1.
+    pub storage_share: f64,
+}
+
+/// Which engine the bench runs on.
+#[derive(Clone, Debug)]
+pub enum BenchEngine {
+    /// A fresh RocksDB per provider in the bench directory.
+    Rocks,
+    /// An etcd cluster.
+    Etcd(EtcdConfig),
+}
+
+/// The clocks of one provider run.
+#[derive(Clone, Default)]
+struct Clocks {
+    crypto: timing::Clock,
+    storage: timing::Clock,
 }
 
 /// A fresh chain for a provider, and its KMS transformer when it has one
@@ -111,16 +145,24 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+struct PhaseCtx<'a> {
+    engine: &'static str,
+    label: &'a str,
+    args: &'a BenchArgs,
+    kms: Option<&'a KmsV2Transformer>,
+    clocks: &'a Clocks,
+}
+
 fn run_phase(
-    label: &str,
+    ctx: &PhaseCtx<'_>,
     phase: &'static str,
-    args: &BenchArgs,
-    kms: Option<&KmsV2Transformer>,
     op: &(dyn Fn(usize) -> anyhow::Result<()> + Sync),
 ) -> anyhow::Result<PhaseFigures> {
+    let (label, args, kms) = (ctx.label, ctx.args, ctx.kms);
     let bar = crate::cli::Bar::new(phase);
     bar.0.set_length(args.count as u64);
     let before = kms.map(|k| calls_total(&k.plugin_calls())).unwrap_or(0);
+    let (crypto0, storage0) = (ctx.clocks.crypto.nanos(), ctx.clocks.storage.nanos());
     let next = AtomicUsize::new(0);
     let start = Instant::now();
     let results: Vec<anyhow::Result<Vec<u64>>> = std::thread::scope(|s| {
@@ -155,7 +197,11 @@ fn run_phase(
     }
     lat.sort_unstable();
     let after = kms.map(|k| calls_total(&k.plugin_calls())).unwrap_or(0);
+    let busy = lat.iter().sum::<u64>().max(1) as f64;
+    let crypto_share = (ctx.clocks.crypto.nanos() - crypto0) as f64 / busy;
+    let storage_share = (ctx.clocks.storage.nanos() - storage0) as f64 / busy;
     Ok(PhaseFigures {
+        engine: ctx.engine,
         provider: label.to_string(),
         phase,
         ops: lat.len(),
@@ -165,32 +211,90 @@ fn run_phase(
         p50_us: percentile(&lat, 0.50),
         p99_us: percentile(&lat, 0.99),
         plugin_calls: after - before,
+        crypto_share,
+        storage_share,
     })
+}
+
+/// A chain whose seal and open are timed on `clock`.
+fn timed(
+    chain: Arc<TransformerChain>,
+    clock: &timing::Clock,
+) -> anyhow::Result<Arc<TransformerChain>> {
+    let allow = chain.plaintext_allowed();
+    let t: Arc<dyn Transformer> = Arc::new(timing::TimedTransformer {
+        inner: chain,
+        clock: clock.clone(),
+    });
+    Ok(Arc::new(
+        TransformerChain::new(vec![t])?.with_plaintext_allowed(allow),
+    ))
+}
+
+/// Where one provider's run keeps its Secrets.
+struct Target<'a> {
+    engine: &'a BenchEngine,
+    /// RocksDB directory.
+    db: PathBuf,
+    /// etcd prefix.
+    etcd_prefix: String,
+}
+
+impl Target<'_> {
+    fn open(&self, clocks: &Clocks) -> anyhow::Result<Arc<dyn StorageEngine>> {
+        let inner: Arc<dyn StorageEngine> = match self.engine {
+            BenchEngine::Rocks => Arc::new(RocksEngine::open(&self.db, false)?),
+            BenchEngine::Etcd(c) => Arc::new(EtcdEngine::open(c)?),
+        };
+        Ok(Arc::new(timing::TimedEngine {
+            inner,
+            clock: clocks.storage.clone(),
+        }))
+    }
+
+    fn store(&self, clocks: &Clocks, chain: Arc<TransformerChain>) -> anyhow::Result<SecretStore> {
+        let store = SecretStore::new(self.open(clocks)?, timed(chain, &clocks.crypto)?);
+        match self.engine {
+            BenchEngine::Rocks => Ok(store),
+            BenchEngine::Etcd(_) => store
+                .with_etcd_prefix(&self.etcd_prefix)
+                .map_err(anyhow::Error::msg),
+        }
+    }
 }
 
 fn bench_provider(
     args: &BenchArgs,
-    root: &std::path::Path,
+    target: &Target<'_>,
     p: &Provider,
 ) -> anyhow::Result<Vec<PhaseFigures>> {
-    let db = root.join(format!("db-{}", p.label));
+    let clocks = Clocks::default();
+    let engine_name = match target.engine {
+        BenchEngine::Rocks => "rocksdb",
+        BenchEngine::Etcd(_) => "etcd",
+    };
     let mut out = Vec::new();
     {
         let (chain, kms) = (p.chain_factory)()?;
-        let engine: Arc<dyn StorageEngine> = Arc::new(RocksEngine::open(&db, false)?);
-        let store = SecretStore::new(engine, chain);
-        out.push(run_phase(&p.label, "write", args, kms.as_deref(), &|i| {
+        let store = target.store(&clocks, chain)?;
+        let ctx = PhaseCtx {
+            engine: engine_name,
+            label: &p.label,
+            args,
+            kms: kms.as_deref(),
+            clocks: &clocks,
+        };
+        out.push(run_phase(&ctx, "write", &|i| {
             store.create(secret(i, args.size))?;
             Ok(())
         })?);
     }
-    // Cold: a new process's view: database reopened, provider caches empty.
+    // Cold: a new process's view: engine reopened, provider caches empty.
     let (chain, kms) = (p.chain_factory)()?;
     if let Some(k) = &kms {
         k.clear_cache();
     }
-    let engine: Arc<dyn StorageEngine> = Arc::new(RocksEngine::open(&db, false)?);
-    let store = SecretStore::new(engine, chain);
+    let store = target.store(&clocks, chain)?;
     let read = |i: usize| -> anyhow::Result<()> {
         let s = store.get("bench", &format!("secret-{i:07}"))?;
         anyhow::ensure!(
@@ -199,25 +303,61 @@ fn bench_provider(
         );
         Ok(())
     };
-    out.push(run_phase(
-        &p.label,
-        "read-cold",
+    let ctx = PhaseCtx {
+        engine: engine_name,
+        label: &p.label,
         args,
-        kms.as_deref(),
-        &read,
-    )?);
-    out.push(run_phase(
-        &p.label,
-        "read-warm",
-        args,
-        kms.as_deref(),
-        &read,
-    )?);
+        kms: kms.as_deref(),
+        clocks: &clocks,
+    };
+    out.push(run_phase(&ctx, "read-cold", &read)?);
+    out.push(run_phase(&ctx, "read-warm", &read)?);
     Ok(out)
 }
 
-/// Runs the benchmark and prints the side-by-side table.
+/// Deletes the bench's etcd keys when dropped (also after a failure).
+struct EtcdCleanup {
+    config: EtcdConfig,
+    prefix: String,
+}
+
+impl Drop for EtcdCleanup {
+    fn drop(&mut self) {
+        let done = EtcdEngine::open(&self.config).and_then(|e| e.delete_prefix(&self.prefix));
+        if let Err(e) = done {
+            eprintln!(
+                "bench: could not delete its etcd keys under {}: {e}",
+                self.prefix
+            );
+        }
+    }
+}
+
+/// `secret-store bench` from the command line: the engine comes from
+/// `--engine` and, for etcd, the global etcd flags.
+pub fn run_cli(g: &crate::cli::GlobalArgs, args: BenchArgs) -> anyhow::Result<Vec<PhaseFigures>> {
+    let engine = match args.engine.as_str() {
+        "rocksdb" | "db" => BenchEngine::Rocks,
+        "etcd" => {
+            let eps = g.etcd_endpoints.as_deref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "engine=etcd needs --etcd-endpoints URLS (or SECRET_STORE_ETCD_ENDPOINTS); scripts/etcd-cluster start prints some"
+                )
+            })?;
+            BenchEngine::Etcd(crate::cli::etcd_config(g, eps)?)
+        }
+        other => anyhow::bail!("engine={other:?} is not valid: choose rocksdb or etcd"),
+    };
+    run_on(args, engine)
+}
+
+/// Runs the benchmark on RocksDB and prints the side-by-side table.
 pub fn run(args: BenchArgs) -> anyhow::Result<Vec<PhaseFigures>> {
+    run_on(args, BenchEngine::Rocks)
+}
+
+/// Runs the benchmark on `engine` and prints the side-by-side table.
+pub fn run_on(args: BenchArgs, engine: BenchEngine) -> anyhow::Result<Vec<PhaseFigures>> {
     anyhow::ensure!(args.count > 0, "count must be at least 1");
     anyhow::ensure!(
         (1..=256).contains(&args.writers),
@@ -291,21 +431,47 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<PhaseFigures>> {
             }
         }
     }
-    eprintln!(
-        "bench: {} secrets of {} bytes per provider, {} writers, RocksDB in {}",
-        args.count,
-        args.size,
-        args.writers,
-        root.display()
-    );
+    let run_id = hex::encode(crate::rand::array::<6>());
+    let _cleanup = match &engine {
+        BenchEngine::Rocks => {
+            eprintln!(
+                "bench: {} secrets of {} bytes per provider, {} writers, RocksDB in {}",
+                args.count,
+                args.size,
+                args.writers,
+                root.display()
+            );
+            None
+        }
+        BenchEngine::Etcd(c) => {
+            let prefix = format!("/secret-store-bench/{run_id}/");
+            eprintln!(
+                "bench: {} secrets of {} bytes per provider, {} writers, etcd at {} under {prefix}",
+                args.count,
+                args.size,
+                args.writers,
+                c.endpoints_list()
+            );
+            Some(EtcdCleanup {
+                config: c.clone(),
+                prefix,
+            })
+        }
+    };
     let mut all = Vec::new();
     for p in &providers {
-        all.extend(bench_provider(&args, root, p)?);
+        let target = Target {
+            engine: &engine,
+            db: root.join(format!("db-{}", p.label)),
+            etcd_prefix: format!("/secret-store-bench/{run_id}/{}", p.label),
+        };
+        all.extend(bench_provider(&args, &target, p)?);
     }
     drop(local_plugin);
     print_table(&all);
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
+            "engine": args.engine,
             "count": args.count,
             "size": args.size,
             "writers": args.writers,
@@ -318,13 +484,31 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<PhaseFigures>> {
 
 fn print_table(all: &[PhaseFigures]) {
     println!(
-        "{:<9} {:<10} {:>10} {:>9} {:>9} {:>9} {:>13}",
-        "provider", "phase", "ops/s", "MB/s", "p50 us", "p99 us", "plugin calls"
+        "{:<8} {:<9} {:<10} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8} {:>13}",
+        "engine",
+        "provider",
+        "phase",
+        "ops/s",
+        "MB/s",
+        "p50 us",
+        "p99 us",
+        "crypto %",
+        "store %",
+        "plugin calls"
     );
     for f in all {
         println!(
-            "{:<9} {:<10} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>13}",
-            f.provider, f.phase, f.ops_per_sec, f.mb_per_sec, f.p50_us, f.p99_us, f.plugin_calls
+            "{:<8} {:<9} {:<10} {:>9.0} {:>8.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>13}",
+            f.engine,
+            f.provider,
+            f.phase,
+            f.ops_per_sec,
+            f.mb_per_sec,
+            f.p50_us,
+            f.p99_us,
+            100.0 * f.crypto_share,
+            100.0 * f.storage_share,
+            f.plugin_calls
         );
     }
     let rate = |prov: &str, phase: &str| {

@@ -1,20 +1,23 @@
 //! The `secret-store` command line: parse, open the store, hand over.
 
 mod maintenance;
+mod migrate;
 mod objects;
 mod open;
 mod raw;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use open::{Access, open_chain, open_engine};
+pub use open::{Access, EngineSpec, etcd_config, open_chain, open_engine, open_spec};
 
 /// A reference store for Kubernetes Secrets: validates them as kube-apiserver
 /// does, encrypts them byte-compatibly with it (KMS v2, aesgcm, aescbc,
-/// secretbox, identity) and keeps them in RocksDB.
+/// secretbox, identity) and keeps them in RocksDB or in etcd, laid out as
+/// kube-apiserver lays them out.
 #[derive(Parser, Debug)]
 #[command(name = "secret-store", version, about, long_about = None)]
 pub struct Cli {
@@ -25,11 +28,66 @@ pub struct Cli {
 }
 
 /// Flags every command takes.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// RocksDB directory (the embedded engine).
+    /// RocksDB directory (the embedded engine). Exactly one of --db and --etcd-endpoints.
     #[arg(long, global = true, env = "SECRET_STORE_DB", value_name = "DIR")]
     pub db: Option<PathBuf>,
+    /// etcd members' client URLs, comma-separated (http://127.0.0.1:2379,...): keep the
+    /// Secrets in etcd, as kube-apiserver does. Exactly one of --db and --etcd-endpoints.
+    #[arg(
+        long,
+        global = true,
+        env = "SECRET_STORE_ETCD_ENDPOINTS",
+        value_name = "URLS"
+    )]
+    pub etcd_endpoints: Option<String>,
+    /// CA bundle (PEM) that signed the etcd members' certificates (https endpoints).
+    #[arg(
+        long,
+        global = true,
+        env = "SECRET_STORE_ETCD_CACERT",
+        value_name = "FILE",
+        alias = "etcd-cafile"
+    )]
+    pub etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth; with --etcd-keyfile.
+    #[arg(
+        long,
+        global = true,
+        env = "SECRET_STORE_ETCD_CERT",
+        value_name = "FILE",
+        alias = "etcd-certfile"
+    )]
+    pub etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) of --etcd-cert. (Not --etcd-key: `raw --etcd-key` names a key.)
+    #[arg(
+        long,
+        global = true,
+        env = "SECRET_STORE_ETCD_KEYFILE",
+        value_name = "FILE"
+    )]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// Key prefix, as kube-apiserver's --etcd-prefix: Secrets live under PREFIX/secrets/.
+    /// The key is also the encryption context, so it must match the apiserver's.
+    #[arg(
+        long,
+        global = true,
+        env = "SECRET_STORE_ETCD_PREFIX",
+        value_name = "PREFIX",
+        default_value = crate::store::DEFAULT_ETCD_PREFIX
+    )]
+    pub etcd_prefix: String,
+    /// Time one etcd operation may take, failover to other members and retries included.
+    #[arg(
+        long,
+        global = true,
+        env = "SECRET_STORE_ETCD_TIMEOUT",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration,
+        default_value = "5s"
+    )]
+    pub etcd_timeout: Duration,
     /// EncryptionConfiguration file (apiserver.config.k8s.io/v1).
     #[arg(
         long,
@@ -41,9 +99,27 @@ pub struct GlobalArgs {
     /// Allow writing Secrets unencrypted (no configuration, or identity first).
     #[arg(long, global = true)]
     pub allow_plaintext: bool,
-    /// fsync every write: survives power loss, not just a crash of the process.
+    /// fsync every write (RocksDB): survives power loss, not just a crash of the
+    /// process. etcd always syncs its WAL before acknowledging.
     #[arg(long, global = true)]
     pub sync_writes: bool,
+}
+
+impl Default for GlobalArgs {
+    fn default() -> Self {
+        GlobalArgs {
+            db: None,
+            etcd_endpoints: None,
+            etcd_cacert: None,
+            etcd_cert: None,
+            etcd_keyfile: None,
+            etcd_prefix: crate::store::DEFAULT_ETCD_PREFIX.to_string(),
+            etcd_timeout: crate::storage::etcd::DEFAULT_TIMEOUT,
+            encryption_config: None,
+            allow_plaintext: false,
+            sync_writes: false,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,6 +141,8 @@ enum Command {
     /// One raw etcd value in, bytes out.
     #[command(subcommand)]
     Raw(raw::RawCommand),
+    /// Copy every Secret's stored bytes between engines (db:DIR, etcd:URLS), then verify.
+    Migrate(migrate::MigrateArgs),
     /// Benchmark the whole write/read path for identity, aesgcm and kms v2.
     Bench(crate::bench::BenchArgs),
 }
@@ -83,7 +161,8 @@ pub fn main() -> ExitCode {
         Command::Rewrap(a) => maintenance::rewrap(g, a),
         Command::Verify(a) => maintenance::verify(g, a),
         Command::Raw(c) => raw::run(g, c),
-        Command::Bench(a) => crate::bench::run(a).map(|_| ExitCode::SUCCESS),
+        Command::Migrate(a) => migrate::run(g, a),
+        Command::Bench(a) => crate::bench::run_cli(g, a).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! Opening the engine and the provider chain from the global flags.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -7,6 +8,7 @@ use anyhow::Context;
 use super::GlobalArgs;
 use crate::encryption_config::EncryptionConfiguration;
 use crate::storage::StorageEngine;
+use crate::storage::etcd::{EtcdConfig, EtcdEngine, EtcdTls, split_endpoints};
 use crate::storage::rocks::RocksEngine;
 use crate::store::SecretStore;
 use crate::transform::chain::TransformerChain;
@@ -25,13 +27,82 @@ pub enum Access {
     Write,
 }
 
+/// Which engine, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineSpec {
+    /// RocksDB in a directory.
+    Rocks {
+        /// The database directory.
+        dir: PathBuf,
+        /// fsync every write.
+        sync: bool,
+    },
+    /// An etcd cluster.
+    Etcd(EtcdConfig),
+}
+
+impl std::fmt::Display for EngineSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineSpec::Rocks { dir, .. } => write!(f, "rocksdb:{}", dir.display()),
+            EngineSpec::Etcd(c) => write!(f, "etcd:{}", c.endpoints_list()),
+        }
+    }
+}
+
+fn tls_flags(g: &GlobalArgs) -> EtcdTls {
+    EtcdTls {
+        ca_file: g.etcd_cacert.clone(),
+        cert_file: g.etcd_cert.clone(),
+        key_file: g.etcd_keyfile.clone(),
+    }
+}
+
+/// The etcd settings for `endpoints` (comma-separated) with the TLS and
+/// timeout flags.
+pub fn etcd_config(g: &GlobalArgs, endpoints: &str) -> anyhow::Result<EtcdConfig> {
+    Ok(EtcdConfig::new(
+        split_endpoints(endpoints),
+        Some(tls_flags(g)),
+        g.etcd_timeout,
+    )?)
+}
+
+/// The engine named by the flags: exactly one of `--db` and
+/// `--etcd-endpoints`.
+pub fn engine_spec(g: &GlobalArgs) -> anyhow::Result<EngineSpec> {
+    match (&g.db, &g.etcd_endpoints) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "both --db (or SECRET_STORE_DB) and --etcd-endpoints (or SECRET_STORE_ETCD_ENDPOINTS) are set: choose one engine"
+        ),
+        (None, None) => anyhow::bail!(
+            "no store: pass --db DIR for RocksDB (or set SECRET_STORE_DB), or --etcd-endpoints URLS for etcd (or set SECRET_STORE_ETCD_ENDPOINTS)"
+        ),
+        (Some(dir), None) => {
+            anyhow::ensure!(
+                !tls_flags(g).is_set(),
+                "--etcd-cacert, --etcd-cert and --etcd-keyfile apply to etcd only, and --db was given: drop them or use --etcd-endpoints"
+            );
+            Ok(EngineSpec::Rocks {
+                dir: dir.clone(),
+                sync: g.sync_writes,
+            })
+        }
+        (None, Some(eps)) => Ok(EngineSpec::Etcd(etcd_config(g, eps)?)),
+    }
+}
+
+/// Opens an engine.
+pub fn open_spec(spec: &EngineSpec) -> anyhow::Result<Arc<dyn StorageEngine>> {
+    Ok(match spec {
+        EngineSpec::Rocks { dir, sync } => Arc::new(RocksEngine::open(dir, *sync)?),
+        EngineSpec::Etcd(c) => Arc::new(EtcdEngine::open(c)?),
+    })
+}
+
 /// The engine named by the flags.
 pub fn open_engine(g: &GlobalArgs) -> anyhow::Result<Arc<dyn StorageEngine>> {
-    let dir = g
-        .db
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("no database: pass --db DIR (or set SECRET_STORE_DB)"))?;
-    Ok(Arc::new(RocksEngine::open(dir, g.sync_writes)?))
+    open_spec(&engine_spec(g)?)
 }
 
 /// The provider chain named by the flags.
@@ -62,5 +133,7 @@ pub fn open_chain(g: &GlobalArgs, access: Access) -> anyhow::Result<Arc<Transfor
 pub fn open_store(g: &GlobalArgs, access: Access) -> anyhow::Result<SecretStore> {
     let engine = open_engine(g)?;
     let chain = open_chain(g, access)?;
-    Ok(SecretStore::new(engine, chain))
+    SecretStore::new(engine, chain)
+        .with_etcd_prefix(&g.etcd_prefix)
+        .map_err(anyhow::Error::msg)
 }

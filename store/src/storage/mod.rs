@@ -7,6 +7,7 @@
 //! stale updates become conflicts and how `rewrap` never overwrites a newer
 //! value.
 
+pub mod etcd;
 pub mod rocks;
 
 /// One stored value with its revisions.
@@ -133,6 +134,7 @@ pub mod conformance {
         create_get_update_delete(&*fresh());
         conditional_writes(&*fresh());
         listing_and_pagination(&*fresh());
+        revisions_are_store_wide(&*fresh());
         concurrent_writers_one_wins(fresh());
     }
 
@@ -233,6 +235,40 @@ pub mod conformance {
                 .items
                 .is_empty()
         );
+    }
+
+    /// One revision counter for the whole store: every write moves it, a
+    /// key re-created after a delete starts a new life (new create
+    /// revision), a page reports the revision it was read at, and deletes
+    /// honour their preconditions.
+    pub fn revisions_are_store_wide(e: &dyn StorageEngine) {
+        let (a, b) = ("/registry/secrets/r/a", "/registry/secrets/r/b");
+        let ra = e.put(a, b"a", Precondition::Absent).unwrap();
+        let rb = e.put(b, b"b", Precondition::Absent).unwrap();
+        assert!(rb > ra);
+        let p = e.list("/registry/secrets/r/", None, 10).unwrap();
+        assert_eq!(p.revision, rb);
+        assert_eq!(
+            p.items.iter().map(|v| v.mod_revision).collect::<Vec<_>>(),
+            [ra, rb]
+        );
+        assert!(matches!(
+            e.delete(a, Precondition::Absent),
+            Err(StorageError::Conflict { .. })
+        ));
+        assert!(
+            !e.delete("/registry/secrets/r/none", Precondition::Absent)
+                .unwrap()
+        );
+        assert!(e.delete(a, Precondition::None).unwrap());
+        let ra2 = e.put(a, b"a2", Precondition::Absent).unwrap();
+        let v = e.get(a).unwrap().unwrap();
+        assert_eq!((v.create_revision, v.mod_revision), (ra2, ra2));
+        assert!(ra2 > rb + 1, "the delete took a revision too");
+        assert_eq!(e.revision().unwrap(), ra2);
+        // Continuing after the last key of a prefix ends the listing.
+        let p = e.list("/registry/secrets/r/", Some(b), 10).unwrap();
+        assert!(p.items.is_empty() && p.continue_after.is_none());
     }
 
     /// Many threads update one key conditionally: exactly one wins per round.

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use kms_proto::Endpoint;
 
+use crate::backend::tpm::Tcti;
+use crate::backend::tpm::policy::PcrPolicy;
 use crate::telemetry::LogFormat;
 
 /// Which key backend serves.
@@ -155,6 +157,19 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
+/// Parses a TCTI (`--tcti`, `$TCTI`) for the TPM backends and the `key`
+/// commands: `tcti="..." is not valid: ...` on error.
+pub fn parse_tcti(value: &str) -> Result<Tcti, ConfigError> {
+    value.parse().map_err(|e| bad("tcti", value, e))
+}
+
+/// Parses a PCR selection for `--pcrs` (`sha256:0,7`): keys created with
+/// it unseal (tpm-sealed) or work (tpm-resident) only while these PCRs hold
+/// the values they had at creation.
+pub fn parse_pcrs(value: &str) -> Result<PcrPolicy, ConfigError> {
+    value.parse().map_err(|e| bad("pcrs", value, e))
+}
+
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError(format!(
@@ -270,11 +285,18 @@ impl ServeConfig {
         }
 
         let tcti = pick(&args.tcti, file.tcti).or_else(|| std::env::var("TCTI").ok());
-        if backend != BackendKind::Software && tcti.is_none() {
-            return Err(ConfigError(format!(
-                "tcti is required with backend={} (e.g. --tcti device:/dev/tpmrm0, or set TCTI)",
-                backend.name()
-            )));
+        if backend != BackendKind::Software {
+            match &tcti {
+                None => {
+                    return Err(ConfigError(format!(
+                        "tcti is required with backend={} (e.g. --tcti device:/dev/tpmrm0, or set TCTI)",
+                        backend.name()
+                    )));
+                }
+                Some(t) => {
+                    t.parse::<Tcti>().map_err(|e| bad("tcti", t, e))?;
+                }
+            }
         }
 
         Ok(ServeConfig {
@@ -393,6 +415,29 @@ mod tests {
     }
 
     #[test]
+    fn tpm_settings_are_validated_before_anything_runs() {
+        let tpm = |tcti: &str| ServeArgs {
+            backend: Some("tpm-sealed".into()),
+            tcti: Some(tcti.into()),
+            ..args("unix:///a.sock")
+        };
+        let c = ServeConfig::resolve(&tpm("swtpm:host=127.0.0.1,port=2321")).unwrap();
+        assert_eq!(c.backend, BackendKind::TpmSealed);
+        for (value, want) in [
+            ("tpm", "tcti=\"tpm\" is not valid: unknown transport"),
+            ("swtpm:path=/s", "unix socket"),
+            ("device:dev/tpmrm0", "not absolute"),
+        ] {
+            let e = ServeConfig::resolve(&tpm(value)).unwrap_err().to_string();
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+        assert_eq!(parse_pcrs("sha256:7,0").unwrap().to_string(), "sha256:0,7");
+        let e = parse_pcrs("sha256:99").unwrap_err().to_string();
+        assert!(e.contains("pcrs=\"sha256:99\" is not valid"), "{e}");
+        parse_tcti("device:/dev/tpmrm0").unwrap();
+    }
+
+    #[test]
     fn file_values_apply_and_flags_win() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("c.toml");
@@ -422,5 +467,26 @@ mod tests {
                 .to_string()
                 .contains("is not valid")
         );
+    }
+}
+
+#[cfg(test)]
+mod deploy_tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kms-plugin.toml");
+        let c = ServeConfig::resolve(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.listen.to_string(),
+            "unix:///var/run/kmsplugin/socket.sock"
+        );
+        assert_eq!(c.backend, BackendKind::Software);
+        assert_eq!(c.health_addr.unwrap().port(), 8095);
     }
 }

@@ -1,11 +1,14 @@
-//! `kms-plugin key init|rotate|list|retire`: key ring management. Every
-//! change takes the ring's writer lock, is validated, and is durable (the
-//! ring file replaced atomically and fsynced) before it is reported.
+//! `kms-plugin key init|rotate|list|retire|export-target|share|import`: key
+//! ring management. Every change takes the ring's writer lock, is
+//! validated, and is durable (the ring file replaced atomically and
+//! fsynced) before it is reported. `export-target`, `share` and `import`
+//! copy TPM-held KEKs from one node's TPM to another's (see
+//! [`crate::backend::tpm::duplicate`]).
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::backend;
+use crate::backend::{self, MinterConfig, tpm};
 use crate::fsutil;
 use crate::keyring::{self, KeyEntry, KeyState, Keyring, KeyringError, now_rfc3339};
 
@@ -31,9 +34,16 @@ pub enum KeyCommand {
         /// software (default), tpm-sealed or tpm-resident.
         #[arg(long, default_value = "software")]
         backend: String,
-        /// aes-256-gcm (default) or xchacha20-poly1305 for software keys.
+        /// aes-256-gcm (default) or xchacha20-poly1305 for software and
+        /// tpm-sealed keys; tpm-aes-256-cfb-hmac-sha256 for tpm-resident.
         #[arg(long)]
         algorithm: Option<String>,
+        /// TPM backends: bind the key to these PCR values, e.g. sha256:0,7.
+        #[arg(long, value_name = "BANK:PCRS")]
+        pcrs: Option<String>,
+        /// TPM backends: let the key be copied to other nodes' TPMs (`key share`).
+        #[arg(long)]
+        shareable: bool,
     },
     /// Add a new active key; the previous ones stay for Decrypt.
     Rotate {
@@ -42,6 +52,14 @@ pub enum KeyCommand {
         /// Algorithm of the new key (default: the current active key's).
         #[arg(long)]
         algorithm: Option<String>,
+        /// TPM backends: PCRs to bind the new key to, or `none`
+        /// (default: those of the current active key).
+        #[arg(long, value_name = "BANK:PCRS|none")]
+        pcrs: Option<String>,
+        /// TPM backends: whether the new key can be shared with other nodes
+        /// (default: as the current active key).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        shareable: Option<bool>,
     },
     /// List keys: id, version, algorithm, state, created (never material).
     List {
@@ -61,6 +79,40 @@ pub enum KeyCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// TPM backends, on a node that is to receive KEKs: write this TPM's
+    /// storage key (public) and print its fingerprint.
+    ExportTarget {
+        /// TPM transport (default: $TCTI).
+        #[arg(long, value_name = "TCTI", env = "TCTI")]
+        tcti: Option<String>,
+        /// Where to write the target file (default: stdout).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// TPM backends: copy this ring's shareable KEKs to another node's TPM.
+    /// The bundle can only be imported by that TPM.
+    Share {
+        #[command(flatten)]
+        ring: RingArgs,
+        /// The target file `key export-target` wrote on the other node.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// The fingerprint `key export-target` printed on the other node,
+        /// checked by you out of band (not copied from the target file).
+        #[arg(long, value_name = "FINGERPRINT")]
+        fingerprint: String,
+        /// Where to write the bundle.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// TPM backends: import a bundle made by `key share` for this TPM into
+    /// this node's ring (created if missing).
+    Import {
+        /// The bundle file.
+        bundle: PathBuf,
+        #[command(flatten)]
+        ring: RingArgs,
+    },
 }
 
 /// Result of a key command: exit code 0 on success.
@@ -72,10 +124,31 @@ pub fn run(cmd: KeyCommand) -> Result<(), anyhow::Error> {
             ring,
             backend,
             algorithm,
-        } => init(&ring, &backend, algorithm.as_deref()),
-        KeyCommand::Rotate { ring, algorithm } => rotate(&ring, algorithm.as_deref()),
+            pcrs,
+            shareable,
+        } => {
+            let opts = tpm::MintOptions {
+                pcrs: pcrs.as_deref().map(crate::config::parse_pcrs).transpose()?,
+                shareable,
+            };
+            init(&ring, &backend, algorithm.as_deref(), opts)
+        }
+        KeyCommand::Rotate {
+            ring,
+            algorithm,
+            pcrs,
+            shareable,
+        } => rotate(&ring, algorithm.as_deref(), pcrs.as_deref(), shareable),
         KeyCommand::List { ring, output } => list(&ring, &output),
         KeyCommand::Retire { key_id, ring, yes } => retire(&ring, &key_id, yes),
+        KeyCommand::ExportTarget { tcti, output } => export_target(tcti.as_deref(), output),
+        KeyCommand::Share {
+            ring,
+            to,
+            fingerprint,
+            output,
+        } => share(&ring, &to, &fingerprint, &output),
+        KeyCommand::Import { bundle, ring } => import(&ring, &bundle),
     }
 }
 
@@ -96,8 +169,23 @@ fn mint_entry(
     })
 }
 
-fn init(args: &RingArgs, backend_name: &str, algorithm: Option<&str>) -> anyhow::Result<()> {
-    let minter = backend::minter(backend_name, args.tcti.as_deref())?;
+fn minter_config(args: &RingArgs, opts: tpm::MintOptions) -> anyhow::Result<MinterConfig> {
+    if let Some(t) = &args.tcti {
+        crate::config::parse_tcti(t)?;
+    }
+    Ok(MinterConfig {
+        tcti: args.tcti.clone(),
+        tpm: opts,
+    })
+}
+
+fn init(
+    args: &RingArgs,
+    backend_name: &str,
+    algorithm: Option<&str>,
+    opts: tpm::MintOptions,
+) -> anyhow::Result<()> {
+    let minter = backend::minter(backend_name, &minter_config(args, opts)?)?;
     fsutil::ensure_private_dir(&args.keyring).map_err(|e| {
         anyhow::anyhow!(
             "cannot create key ring directory {}: {e}",
@@ -124,10 +212,35 @@ fn init(args: &RingArgs, backend_name: &str, algorithm: Option<&str>) -> anyhow:
     Ok(())
 }
 
-fn rotate(args: &RingArgs, algorithm: Option<&str>) -> anyhow::Result<()> {
+fn rotate(
+    args: &RingArgs,
+    algorithm: Option<&str>,
+    pcrs: Option<&str>,
+    shareable: Option<bool>,
+) -> anyhow::Result<()> {
     let lock = keyring::lock(&args.keyring)?;
     let mut ring = Keyring::load(&args.keyring)?;
-    let minter = backend::minter(&ring.backend, args.tcti.as_deref())?;
+    let opts = if ring.backend == backend::software::NAME {
+        tpm::MintOptions {
+            pcrs: pcrs.map(crate::config::parse_pcrs).transpose()?,
+            shareable: shareable.unwrap_or(false),
+        }
+    } else {
+        // A new key is made like the one it replaces unless told otherwise.
+        let inherited = match ring.active() {
+            Some(a) => tpm::inherited_options(&ring.backend, a)?,
+            None => tpm::MintOptions::default(),
+        };
+        tpm::MintOptions {
+            pcrs: match pcrs {
+                Some("none") => None,
+                Some(p) => Some(crate::config::parse_pcrs(p)?),
+                None => inherited.pcrs,
+            },
+            shareable: shareable.unwrap_or(inherited.shareable),
+        }
+    };
+    let minter = backend::minter(&ring.backend, &minter_config(args, opts)?)?;
     let previous = ring
         .active()
         .map(|k| (k.key_id.clone(), k.algorithm.clone()));
@@ -224,5 +337,112 @@ fn retire(args: &RingArgs, key_id: &str, yes: bool) -> anyhow::Result<()> {
     ring.retire(key_id, now_rfc3339())?;
     ring.save(&args.keyring, &lock)?;
     println!("retired key {key_id}; its material is destroyed, its key_id will never be reused");
+    Ok(())
+}
+
+fn tpm_worker(tcti: Option<&str>) -> anyhow::Result<std::sync::Arc<tpm::worker::Worker>> {
+    let t = tcti.ok_or_else(|| {
+        anyhow::anyhow!(
+            "this command needs a TPM: pass --tcti (e.g. device:/dev/tpmrm0) or set TCTI"
+        )
+    })?;
+    tpm::quiet_tss_logging();
+    Ok(tpm::worker::Worker::spawn(crate::config::parse_tcti(t)?))
+}
+
+fn export_target(tcti: Option<&str>, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let worker = tpm_worker(tcti)?;
+    let target = tpm::duplicate::export_target(&worker)?;
+    let text = serde_json::to_string_pretty(&target)? + "\n";
+    match output {
+        Some(p) => {
+            fsutil::write_atomic(&p, text.as_bytes())
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+            println!("wrote {}", p.display());
+        }
+        None => print!("{text}"),
+    }
+    // The fingerprint goes to stderr too, so it is seen even with -o -.
+    eprintln!(
+        "storage key fingerprint of this TPM{}: {}",
+        if target.node.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", target.node)
+        },
+        target.fingerprint
+    );
+    eprintln!(
+        "give the file to the node that shares the KEKs, and tell its operator this fingerprint over a channel you trust"
+    );
+    Ok(())
+}
+
+fn share(
+    args: &RingArgs,
+    to: &std::path::Path,
+    fingerprint: &str,
+    output: &std::path::Path,
+) -> anyhow::Result<()> {
+    let ring = {
+        let _lock = keyring::lock(&args.keyring)?;
+        Keyring::load(&args.keyring)?
+    };
+    let worker = tpm_worker(args.tcti.as_deref())?;
+    let target: tpm::duplicate::Target = tpm::duplicate::read_json(to, "target file")?;
+    let (bundle, skipped) = tpm::duplicate::share(&worker, &ring, &target, fingerprint)?;
+    let text = serde_json::to_vec_pretty(&bundle)?;
+    fsutil::write_atomic(output, &text)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", output.display()))?;
+    let n = bundle.keys.iter().filter(|k| k.objects.is_some()).count();
+    println!(
+        "wrote {}: {n} key(s) of ring {} for the TPM with storage key {}",
+        output.display(),
+        bundle.ring_id,
+        bundle.target
+    );
+    for s in skipped {
+        eprintln!(
+            "WARNING: key {s} was created without --shareable and stays on this node; \
+             the other node cannot decrypt what it wrapped: rewrap, then retire it"
+        );
+    }
+    println!(
+        "on the target node: kms-plugin key import {} --keyring DIR",
+        output.display()
+    );
+    Ok(())
+}
+
+fn import(args: &RingArgs, bundle_path: &std::path::Path) -> anyhow::Result<()> {
+    let bundle: tpm::duplicate::Bundle = tpm::duplicate::read_json(bundle_path, "bundle")?;
+    let worker = tpm_worker(args.tcti.as_deref())?;
+    let entries = tpm::duplicate::import(&worker, &bundle)?;
+    fsutil::ensure_private_dir(&args.keyring).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create key ring directory {}: {e}",
+            args.keyring.display()
+        )
+    })?;
+    let lock = keyring::lock(&args.keyring)?;
+    let existing = if keyring::ring_path(&args.keyring).exists() {
+        Some(Keyring::load(&args.keyring)?)
+    } else {
+        None
+    };
+    let (ring, added) = tpm::duplicate::merge(existing, &bundle, entries)?;
+    ring.save(&args.keyring, &lock)?;
+    for id in &added {
+        println!("imported key {id}");
+    }
+    if added.is_empty() {
+        println!("no new keys; states updated from the bundle");
+    }
+    if let Some(a) = ring.active() {
+        println!("active key: {}", a.key_id);
+    }
+    println!(
+        "a running `kms-plugin serve` picks this up within its reload interval (1s by default)"
+    );
     Ok(())
 }

@@ -6,6 +6,10 @@
 //! older than its crate's sources is refused, so a test never runs a stale
 //! build by accident.
 
+pub mod etcd;
+
+pub mod swtpm;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

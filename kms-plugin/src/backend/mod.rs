@@ -1,12 +1,14 @@
 //! The key backend seam: who holds the KEK and performs wrap/unwrap.
 //!
 //! - [`software`]: KEKs in a key ring file, unwrapped into locked memory.
-//! - `tpm-sealed` / `tpm-resident`: KEKs sealed in, or resident in, a TPM 2.0.
+//! - [`tpm`]: `tpm-sealed` / `tpm-resident`: KEKs sealed in, or resident in,
+//!   a TPM 2.0.
 //!
 //! A backend serves the gRPC service ([`KeyBackend`]) and creates keys for the
 //! `key` commands ([`KeyMinter`]).
 
 pub mod software;
+pub mod tpm;
 
 use std::sync::Arc;
 
@@ -156,19 +158,44 @@ pub fn open(cfg: &crate::config::ServeConfig) -> Result<Arc<dyn KeyBackend>, Bac
     use crate::config::BackendKind;
     match cfg.backend {
         BackendKind::Software => Ok(Arc::new(software::SoftwareBackend::open(&cfg.keyring)?)),
-        other => Err(BackendError::Internal(format!(
-            "backend {} is not available in this build",
-            other.name()
-        ))),
+        kind @ (BackendKind::TpmSealed | BackendKind::TpmResident) => {
+            let tcti = cfg.tcti.as_deref().ok_or_else(|| {
+                BackendError::Internal(format!(
+                    "tcti is required with backend={} (e.g. --tcti device:/dev/tpmrm0, or set TCTI)",
+                    kind.name()
+                ))
+            })?;
+            tpm::open(kind, &cfg.keyring, tcti)
+        }
     }
 }
 
+/// How the `key` commands create keys: where the TPM is, and the TPM
+/// options (ignored by, and refused with, the software backend).
+#[derive(Clone, Debug, Default)]
+pub struct MinterConfig {
+    /// TPM transport.
+    pub tcti: Option<String>,
+    /// TPM key options.
+    pub tpm: tpm::MintOptions,
+}
+
 /// The minter for a ring of `backend` (the ring's own backend name).
-pub fn minter(backend: &str, _tcti: Option<&str>) -> Result<Box<dyn KeyMinter>, BackendError> {
+pub fn minter(backend: &str, cfg: &MinterConfig) -> Result<Box<dyn KeyMinter>, BackendError> {
     match backend {
-        software::NAME => Ok(Box::new(software::SoftwareMinter)),
+        software::NAME => {
+            if cfg.tpm.pcrs.is_some() || cfg.tpm.shareable {
+                return Err(BackendError::Internal(
+                    "--pcrs and --shareable apply to the TPM backends only".into(),
+                ));
+            }
+            Ok(Box::new(software::SoftwareMinter))
+        }
+        tpm::sealed::NAME | tpm::resident::NAME => {
+            tpm::minter(backend, cfg.tcti.as_deref(), cfg.tpm.clone())
+        }
         other => Err(BackendError::Internal(format!(
-            "backend {other:?} is not available in this build"
+            "backend {other:?} is not known: choose software, tpm-sealed or tpm-resident"
         ))),
     }
 }

@@ -46,10 +46,13 @@ impl KmsService {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn finish<T>(
         &self,
         op: &'static str,
         span: &tracing::Span,
+        uid: &str,
+        key_id: &str,
         start: Instant,
         result: Result<T, Status>,
     ) -> Result<Response<T>, Status> {
@@ -59,14 +62,19 @@ impl KmsService {
             Err(s) => s.code(),
         };
         self.metrics.observe(op, code, elapsed);
+        let latency_us = elapsed.as_micros() as u64;
         span.record("grpc.code", code_name(code));
-        span.record("latency_us", elapsed.as_micros() as u64);
+        span.record("latency_us", latency_us);
+        // Failures are logged at warn/error with every field of the call, so
+        // they carry their context even when the (debug-level) span is off.
         match &result {
             Ok(_) => tracing::debug!(parent: span, "call ok"),
             Err(s) if s.code() == Code::Internal || s.code() == Code::Unavailable => {
-                tracing::error!(parent: span, error = s.message(), "call failed")
+                tracing::error!(parent: span, kms.op = op, kms.uid = %printable(uid, 64), kms.key_id = %printable(key_id, 128), grpc.code = code_name(code), latency_us, error = s.message(), "call failed")
             }
-            Err(s) => tracing::warn!(parent: span, error = s.message(), "call refused"),
+            Err(s) => {
+                tracing::warn!(parent: span, kms.op = op, kms.uid = %printable(uid, 64), kms.key_id = %printable(key_id, 128), grpc.code = code_name(code), latency_us, error = s.message(), "call refused")
+            }
         }
         result.map(Response::new)
     }
@@ -112,16 +120,18 @@ impl KeyManagementService for KmsService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let start = Instant::now();
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "rpc",
             kms.op = "status",
             kms.key_id = Empty,
             grpc.code = Empty,
             latency_us = Empty
         );
+        let mut active = None;
         let result = async {
             let key_id = self.backend.active_key_id().map_err(|e| to_status(&e))?;
             span.record("kms.key_id", &*key_id);
+            active = Some(key_id.clone());
             let healthz = self.health.healthz().await;
             Ok(StatusResponse {
                 version: API_VERSION.to_string(),
@@ -130,7 +140,8 @@ impl KeyManagementService for KmsService {
             })
         }
         .await;
-        self.finish("status", &span, start, result)
+        let key_id = active.as_deref().unwrap_or("");
+        self.finish("status", &span, "", key_id, start, result)
     }
 
     async fn encrypt(
@@ -140,7 +151,8 @@ impl KeyManagementService for KmsService {
         let start = Instant::now();
         let req = request.into_inner();
         let plaintext = Zeroizing::new(req.plaintext);
-        let span = tracing::info_span!("rpc", kms.op = "encrypt", kms.uid = %printable(&req.uid, 64), kms.key_id = Empty, grpc.code = Empty, latency_us = Empty);
+        let span = tracing::debug_span!("rpc", kms.op = "encrypt", kms.uid = %printable(&req.uid, 64), kms.key_id = Empty, grpc.code = Empty, latency_us = Empty);
+        let mut used = None;
         let result = async {
             check_uid(&req.uid)?;
             if plaintext.is_empty() {
@@ -158,6 +170,7 @@ impl KeyManagementService for KmsService {
                 to_status(&e)
             })?;
             span.record("kms.key_id", &*w.key_id);
+            used = Some(w.key_id.clone());
             debug_assert!(!w.ciphertext.is_empty() && w.ciphertext.len() <= MAX_CIPHERTEXT);
             let mut annotations = BTreeMap::new();
             annotations.insert(
@@ -171,7 +184,8 @@ impl KeyManagementService for KmsService {
             })
         }
         .await;
-        self.finish("encrypt", &span, start, result)
+        let key_id = used.as_deref().unwrap_or("");
+        self.finish("encrypt", &span, &req.uid, key_id, start, result)
     }
 
     async fn decrypt(
@@ -180,7 +194,7 @@ impl KeyManagementService for KmsService {
     ) -> Result<Response<DecryptResponse>, Status> {
         let start = Instant::now();
         let req = request.into_inner();
-        let span = tracing::info_span!("rpc", kms.op = "decrypt", kms.uid = %printable(&req.uid, 64), kms.key_id = %printable(&req.key_id, 128), grpc.code = Empty, latency_us = Empty);
+        let span = tracing::debug_span!("rpc", kms.op = "decrypt", kms.uid = %printable(&req.uid, 64), kms.key_id = %printable(&req.key_id, 128), grpc.code = Empty, latency_us = Empty);
         let result = async {
             check_uid(&req.uid)?;
             if req.ciphertext.is_empty() {
@@ -224,6 +238,6 @@ impl KeyManagementService for KmsService {
             })
         }
         .await;
-        self.finish("decrypt", &span, start, result)
+        self.finish("decrypt", &span, &req.uid, &req.key_id, start, result)
     }
 }

@@ -21,7 +21,9 @@ pub enum Endpoint {
 #[non_exhaustive]
 pub enum EndpointError {
     /// The scheme is not `unix://`.
-    #[error("{0:?} is not valid: only unix:// endpoints are supported (unix:///path/to.sock or unix:///@name)")]
+    #[error(
+        "{0:?} is not valid: only unix:// endpoints are supported (unix:///path/to.sock or unix:///@name)"
+    )]
     Scheme(String),
     /// The path is empty or relative.
     #[error("{0:?} is not valid: the socket path must be absolute (unix:///path/to.sock)")]

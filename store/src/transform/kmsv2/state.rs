@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use super::cache::{CacheKey, cache_key};
 use super::dek::UnwrappedKey;
-use super::envelope::{DekSourceType, encode_tail};
+use super::envelope::{DekSourceType, EncryptedObjectRef, encode_tail};
 
 /// What every write uses until the key_id changes.
 pub(crate) struct WriteState {
@@ -24,6 +24,10 @@ pub(crate) struct WriteState {
     key: Arc<UnwrappedKey>,
     /// The plugin's key_id for the wrapped seed.
     pub(crate) key_id: String,
+    /// The plugin's ciphertext of the seed.
+    encrypted_dek_source: Box<[u8]>,
+    /// The plugin's annotations.
+    annotations: BTreeMap<String, Vec<u8>>,
     /// Fields 2-5 of every `EncryptedObject` written with this state.
     pub(crate) tail: Box<[u8]>,
     /// The read-cache key of this seed.
@@ -55,6 +59,8 @@ impl WriteState {
         WriteState {
             key: Arc::new(UnwrappedKey::Seed(seed)),
             key_id,
+            encrypted_dek_source: encrypted_dek_source.into(),
+            annotations: annotations.clone(),
             tail,
             cache_key,
             created: SystemTime::now(),
@@ -70,6 +76,21 @@ impl WriteState {
             // to use, but this arm cannot be reached.
             UnwrappedKey::Legacy(_) => &[],
         }
+    }
+
+    /// Whether `obj` was written with this state's seed, judged by the
+    /// fields upstream's cache key covers. Lets a read of a current value
+    /// use [`Self::cache_key`] instead of hashing the object.
+    pub(crate) fn is_source_of(&self, obj: &EncryptedObjectRef<'_>) -> bool {
+        obj.dek_source_type == DekSourceType::HkdfSha256XnonceAesGcmSeed
+            && obj.key_id == self.key_id
+            && obj.encrypted_dek_source == &self.encrypted_dek_source[..]
+            && obj.annotations.len() == self.annotations.len()
+            && obj
+                .annotations
+                .iter()
+                .zip(&self.annotations)
+                .all(|((k1, v1), (k2, v2))| *k1 == k2 && *v1 == &v2[..])
     }
 
     /// The seed as the read cache holds it.
@@ -177,6 +198,33 @@ mod tests {
         let now = Instant::now();
         let st = cell.install(state(), now, Duration::MAX);
         assert!(cell.writable(&st, now + Duration::from_secs(10 * 365 * 86400)));
+    }
+
+    #[test]
+    fn recognises_its_own_objects() {
+        let ann: BTreeMap<String, Vec<u8>> = [("a.io".to_string(), b"1".to_vec())].into();
+        let st = WriteState::new(Zeroizing::new(vec![7; 32]), "k1".into(), &[1; 40], &ann);
+        let mut obj = EncryptedObjectRef {
+            encrypted_data: &[0; 60],
+            key_id: "k1",
+            encrypted_dek_source: &[1; 40],
+            annotations: [("a.io", &b"1"[..])].into(),
+            dek_source_type: DekSourceType::HkdfSha256XnonceAesGcmSeed,
+        };
+        assert!(st.is_source_of(&obj));
+        let same = super::super::cache::cache_key_of(&obj);
+        assert_eq!(same, st.cache_key);
+        obj.annotations.insert("a.io", b"2");
+        assert!(!st.is_source_of(&obj));
+        obj.annotations.insert("a.io", b"1");
+        obj.key_id = "k2";
+        assert!(!st.is_source_of(&obj));
+        obj.key_id = "k1";
+        obj.encrypted_dek_source = &[2; 40];
+        assert!(!st.is_source_of(&obj));
+        obj.encrypted_dek_source = &[1; 40];
+        obj.dek_source_type = DekSourceType::AesGcmKey;
+        assert!(!st.is_source_of(&obj));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use kms_proto::v2::DecryptRequest;
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 use zeroize::Zeroizing;
 
-use super::cache::{DekCache, cache_key_of};
+use super::cache::{CacheKey, DekCache, cache_key_of};
 use super::dek::{OpenError, SEED_LEN, SEED_OVERHEAD, UnwrappedKey, seal_seed_into};
 use super::envelope::{
     DekSourceType, EncryptedObjectRef, KMS_V2_PREFIX, decode_encrypted_object, field_header_len,
@@ -285,9 +285,9 @@ impl KmsV2Transformer {
     fn unwrap_key(
         &self,
         obj: &EncryptedObjectRef<'_>,
+        ck: CacheKey,
         etcd_key: &str,
     ) -> Result<Arc<UnwrappedKey>, TransformError> {
-        let ck = cache_key_of(obj);
         if let Some(k) = self.shared.cache.get(&ck) {
             return Ok(k);
         }
@@ -456,7 +456,21 @@ impl Transformer for KmsV2Transformer {
                 )
             })?;
         let obj = decode_encrypted_object(body).map_err(|e| malformed(etcd_key, e))?;
-        let key = self.unwrap_key(&obj, etcd_key)?;
+        // One look at the write state (not held across a plugin call):
+        // values of the current seed skip hashing the object for the cache
+        // key, and staleness is judged as upstream: another key_id or source
+        // type than the write state's (so every AES_GCM_KEY value), or no
+        // write state at all.
+        let (ck, stale) = match self.shared.state.load().as_ref() {
+            Some(st) if st.is_source_of(&obj) => (st.cache_key, false),
+            Some(st) => (
+                cache_key_of(&obj),
+                st.key_id != obj.key_id
+                    || obj.dek_source_type != DekSourceType::HkdfSha256XnonceAesGcmSeed,
+            ),
+            None => (cache_key_of(&obj), true),
+        };
+        let key = self.unwrap_key(&obj, ck, etcd_key)?;
         let plaintext = key
             .open(obj.encrypted_data, etcd_key.as_bytes())
             .map_err(|e| match e {
@@ -471,15 +485,6 @@ impl Transformer for KmsV2Transformer {
                     etcd_key: etcd_key.to_string(),
                 },
             })?;
-        // Stale, as upstream: another key_id or source type than the write
-        // state's (so every AES_GCM_KEY value), or no write state at all.
-        let stale = match self.shared.state.load().as_ref() {
-            Some(st) => {
-                st.key_id != obj.key_id
-                    || obj.dek_source_type != DekSourceType::HkdfSha256XnonceAesGcmSeed
-            }
-            None => true,
-        };
         Ok(Opened { plaintext, stale })
     }
 

@@ -34,6 +34,14 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+fn serve_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("kms-plugin-worker")
+        .enable_all()
+        .build()
+}
+
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,6 +55,7 @@ pub fn main() -> ExitCode {
                 }
             };
             crate::telemetry::init(cfg.log_format);
+            let workers = cfg.worker_threads;
             let prepared = match crate::server::prepare(cfg) {
                 Ok(p) => p,
                 Err(e) => {
@@ -55,7 +64,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime()
+            match serve_runtime(workers)
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(crate::server::run(prepared)))
             {

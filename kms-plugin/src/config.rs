@@ -79,6 +79,11 @@ pub struct ServeArgs {
     /// Most calls served at once; more wait (default 256).
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
+    /// Runtime worker threads (default 1: one thread serves tens of
+    /// thousands of calls per second and leaves the other cores to the
+    /// apiserver; see the README's benchmark).
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
     /// How long SIGTERM waits for in-flight calls (default 10s).
     #[arg(long, value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
@@ -104,6 +109,7 @@ struct FileConfig {
     log_format: Option<String>,
     socket_group: Option<String>,
     max_in_flight: Option<usize>,
+    worker_threads: Option<usize>,
     shutdown_grace: Option<String>,
     health_cache: Option<String>,
     reload_interval: Option<String>,
@@ -129,6 +135,8 @@ pub struct ServeConfig {
     pub socket_gid: Option<u32>,
     /// Concurrency bound.
     pub max_in_flight: usize,
+    /// Runtime worker threads.
+    pub worker_threads: usize,
     /// Drain time on SIGTERM.
     pub shutdown_grace: Duration,
     /// Health verdict cache time.
@@ -275,6 +283,15 @@ impl ServeConfig {
             None => None,
         };
 
+        let worker_threads = args.worker_threads.or(file.worker_threads).unwrap_or(1);
+        if worker_threads == 0 || worker_threads > 64 {
+            return Err(bad(
+                "worker-threads",
+                &worker_threads.to_string(),
+                "must be between 1 and 64",
+            ));
+        }
+
         let max_in_flight = args.max_in_flight.or(file.max_in_flight).unwrap_or(256);
         if max_in_flight == 0 || max_in_flight > 65_536 {
             return Err(bad(
@@ -308,6 +325,7 @@ impl ServeConfig {
             log_format,
             socket_gid,
             max_in_flight,
+            worker_threads,
             shutdown_grace,
             health_cache,
             reload_interval,
@@ -334,6 +352,7 @@ mod tests {
         assert_eq!(c.backend, BackendKind::Software);
         assert_eq!(c.timeout, Duration::from_secs(3));
         assert_eq!(c.max_in_flight, 256);
+        assert_eq!(c.worker_threads, 1);
         assert!(c.health_addr.is_none());
     }
 

@@ -1,33 +1,12 @@
 //! Key secrets decoded as the apiserver decodes them: Go's
-//! `base64.StdEncoding`.
+//! `base64.StdEncoding` (padding required, `\r` and `\n` ignored, non-zero
+//! trailing bits allowed), by the same decoder the Secret `data` values use.
 
-use base64::Engine as _;
 use zeroize::Zeroizing;
 
-/// Decodes standard base64 as Go's `base64.StdEncoding.DecodeString` does:
-/// padding required, `\r` and `\n` ignored, non-zero trailing bits allowed.
-/// The output goes straight into a zeroizing buffer of the final size.
+/// Decodes a key secret into a zeroizing buffer; `None` if it is not valid.
 pub(super) fn decode_base64_std(text: &str) -> Option<Zeroizing<Vec<u8>>> {
-    const ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_allow_trailing_bits(true)
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical),
-    );
-    let cleaned: Zeroizing<Vec<u8>>;
-    let input: &[u8] = if text.bytes().any(|b| b == b'\r' || b == b'\n') {
-        cleaned = Zeroizing::new(
-            text.bytes()
-                .filter(|b| *b != b'\r' && *b != b'\n')
-                .collect(),
-        );
-        &cleaned
-    } else {
-        text.as_bytes()
-    };
-    let mut out = Zeroizing::new(Vec::with_capacity(input.len() / 4 * 3 + 3));
-    ENGINE.decode_vec(input, &mut out).ok()?;
-    Some(out)
+    crate::secret::gobase64::decode(text.as_bytes()).ok()
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! No error message, warning or `Debug` output contains a Secret value.
 
 mod field_error;
-mod gobase64;
+pub(crate) mod gobase64;
 mod gojson;
 mod manifest;
 mod manifest_secret;

@@ -153,6 +153,18 @@ pub trait KeyMinter {
     -> Result<MintedKey, BackendError>;
 }
 
+/// The in-memory AEAD a new key of a software or TPM-sealed ring uses.
+pub(crate) fn aead_for_mint(algorithm: &str) -> Result<crate::wire::Algorithm, BackendError> {
+    use crate::wire::Algorithm;
+    Algorithm::from_name(algorithm).ok_or_else(|| {
+        let names: Vec<_> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+        BackendError::Internal(format!(
+            "unknown algorithm {algorithm:?}; choose one of {}",
+            names.join(", ")
+        ))
+    })
+}
+
 /// Opens the backend `serve` was configured with.
 pub fn open(cfg: &crate::config::ServeConfig) -> Result<Arc<dyn KeyBackend>, BackendError> {
     use crate::config::BackendKind;

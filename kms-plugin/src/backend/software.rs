@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aes::cipher::{BlockEncrypt, KeyInit};
 use arc_swap::ArcSwap;
@@ -121,25 +121,23 @@ impl LoadedRing {
     }
 }
 
-type RingStat = Option<(u64, u64, u64, i64, i64, i64)>;
-
 /// The software backend.
 pub struct SoftwareBackend {
     dir: PathBuf,
     ring: ArcSwap<LoadedRing>,
-    last_stat: Mutex<RingStat>,
+    watcher: keyring::RingWatcher,
 }
 
 impl SoftwareBackend {
     /// Loads the ring in `dir`.
     pub fn open(dir: &Path) -> Result<Self, BackendError> {
-        let stat = keyring::stat_ring(dir);
+        let watcher = keyring::RingWatcher::new(dir);
         let ring = Keyring::load(dir)?;
         let loaded = LoadedRing::decode(&ring, dir)?;
         Ok(SoftwareBackend {
             dir: dir.to_path_buf(),
             ring: ArcSwap::from_pointee(loaded),
-            last_stat: Mutex::new(stat),
+            watcher,
         })
     }
 }
@@ -183,22 +181,17 @@ impl KeyBackend for SoftwareBackend {
     }
 
     async fn refresh(&self) -> Result<Refresh, BackendError> {
-        let stat = keyring::stat_ring(&self.dir);
-        let before = self.ring.load().active.key_id.clone();
-        {
-            let last = self.last_stat.lock().expect("stat mutex");
-            if *last == stat {
-                return Ok(Refresh {
-                    active: before,
-                    changed: false,
-                });
-            }
-        }
+        let Some(stat) = self.watcher.changed() else {
+            return Ok(Refresh {
+                active: self.ring.load().active.key_id.clone(),
+                changed: false,
+            });
+        };
         let ring = Keyring::load(&self.dir)?;
         let loaded = LoadedRing::decode(&ring, &self.dir)?;
         let active = loaded.active.key_id.clone();
         self.ring.store(Arc::new(loaded));
-        *self.last_stat.lock().expect("stat mutex") = stat;
+        self.watcher.loaded(stat);
         Ok(Refresh {
             changed: true,
             active,
@@ -224,12 +217,7 @@ impl KeyMinter for SoftwareMinter {
         version: u64,
         algorithm: &str,
     ) -> Result<MintedKey, BackendError> {
-        let alg = Algorithm::from_name(algorithm).ok_or_else(|| {
-            BackendError::Internal(format!(
-                "unknown algorithm {algorithm:?}; choose one of {}",
-                self.algorithms().join(", ")
-            ))
-        })?;
+        let alg = super::aead_for_mint(algorithm)?;
         let key = SecretKey::generate()
             .map_err(|_| BackendError::Internal("the OS random number generator failed".into()))?;
         Ok(MintedKey {

@@ -12,11 +12,13 @@
 
 mod file;
 mod material;
+mod watch;
 
 use std::path::{Path, PathBuf};
 
 pub use file::{RingLock, lock, ring_path, stat_ring};
 pub use material::Material;
+pub use watch::{RingStat, RingWatcher};
 
 use crate::wire::Algorithm;
 

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
@@ -471,21 +471,19 @@ fn decode(ring: &Keyring, dir: &Path) -> Result<State, BackendError> {
     Ok(State { active, keys })
 }
 
-type RingStat = Option<(u64, u64, u64, i64, i64, i64)>;
-
 /// The `tpm-resident` backend.
 pub struct ResidentBackend {
     dir: PathBuf,
     worker: Arc<Worker>,
     state: ArcSwap<State>,
-    last_stat: Mutex<RingStat>,
+    watcher: keyring::RingWatcher,
 }
 
 impl ResidentBackend {
     /// Loads the ring in `dir` and checks the active key works in this TPM
     /// (blocking: start-up).
     pub fn open(dir: &Path, worker: Arc<Worker>) -> Result<Self, BackendError> {
-        let stat = keyring::stat_ring(dir);
+        let watcher = keyring::RingWatcher::new(dir);
         let ring = Keyring::load(dir)?;
         let state = decode(&ring, dir)?;
         let active = state.active.clone();
@@ -503,7 +501,7 @@ impl ResidentBackend {
             dir: dir.to_path_buf(),
             worker,
             state: ArcSwap::from_pointee(state),
-            last_stat: Mutex::new(stat),
+            watcher,
         })
     }
 }
@@ -574,19 +572,17 @@ impl KeyBackend for ResidentBackend {
     }
 
     async fn refresh(&self) -> Result<Refresh, BackendError> {
-        let stat = keyring::stat_ring(&self.dir);
-        let before = self.state.load().active.key_id.clone();
-        if *self.last_stat.lock().expect("stat mutex") == stat {
+        let Some(stat) = self.watcher.changed() else {
             return Ok(Refresh {
-                active: before,
+                active: self.state.load().active.key_id.clone(),
                 changed: false,
             });
-        }
+        };
         let ring = Keyring::load(&self.dir)?;
         let state = decode(&ring, &self.dir)?;
         let active = state.active.key_id.clone();
         self.state.store(Arc::new(state));
-        *self.last_stat.lock().expect("stat mutex") = stat;
+        self.watcher.loaded(stat);
         Ok(Refresh {
             changed: true,
             active,

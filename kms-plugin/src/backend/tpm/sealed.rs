@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tss_esapi::attributes::ObjectAttributesBuilder;
@@ -153,12 +153,7 @@ impl KeyMinter for SealedMinter {
         version: u64,
         algorithm: &str,
     ) -> Result<MintedKey, BackendError> {
-        let alg = Algorithm::from_name(algorithm).ok_or_else(|| {
-            BackendError::Internal(format!(
-                "unknown algorithm {algorithm:?}; choose one of {}",
-                self.algorithms().join(", ")
-            ))
-        })?;
+        let alg = crate::backend::aead_for_mint(algorithm)?;
         let opts = self.opts.clone();
         let (blob, digest) = self.worker.call_blocking(move |conn| {
             let digest = match &opts.pcrs {
@@ -347,20 +342,18 @@ fn assemble(
     Ok(State { active, keys })
 }
 
-type RingStat = Option<(u64, u64, u64, i64, i64, i64)>;
-
 /// The `tpm-sealed` backend.
 pub struct SealedBackend {
     dir: PathBuf,
     worker: Arc<Worker>,
     state: ArcSwap<State>,
-    last_stat: Mutex<RingStat>,
+    watcher: keyring::RingWatcher,
 }
 
 impl SealedBackend {
     /// Loads the ring in `dir` and unseals its keys (blocking: start-up).
     pub fn open(dir: &Path, worker: Arc<Worker>) -> Result<Self, BackendError> {
-        let stat = keyring::stat_ring(dir);
+        let watcher = keyring::RingWatcher::new(dir);
         let ring = Keyring::load(dir)?;
         let todo = plan(&ring, dir, None)?;
         let unsealed = worker.call_blocking(move |c| unseal_all(c, &todo))?;
@@ -369,7 +362,7 @@ impl SealedBackend {
             dir: dir.to_path_buf(),
             worker,
             state: ArcSwap::from_pointee(state),
-            last_stat: Mutex::new(stat),
+            watcher,
         })
     }
 
@@ -428,14 +421,12 @@ impl KeyBackend for SealedBackend {
     }
 
     async fn refresh(&self) -> Result<Refresh, BackendError> {
-        let stat = keyring::stat_ring(&self.dir);
-        let before = self.state.load().active.key_id.clone();
-        if *self.last_stat.lock().expect("stat mutex") == stat {
+        let Some(stat) = self.watcher.changed() else {
             return Ok(Refresh {
-                active: before,
+                active: self.state.load().active.key_id.clone(),
                 changed: false,
             });
-        }
+        };
         let ring = Keyring::load(&self.dir)?;
         let prev = self.state.load_full();
         let todo = plan(&ring, &self.dir, Some(&prev))?;
@@ -447,7 +438,7 @@ impl KeyBackend for SealedBackend {
         let state = assemble(&ring, &self.dir, Some(&prev), unsealed)?;
         let active = state.active.key_id.clone();
         self.state.store(Arc::new(state));
-        *self.last_stat.lock().expect("stat mutex") = stat;
+        self.watcher.loaded(stat);
         Ok(Refresh {
             changed: true,
             active,

@@ -256,19 +256,25 @@ async fn tpm_rotation_while_serving_restart_and_retire() {
         // Rotate with the CLI against the same TPM while serving, under load.
         let load = {
             let mut c = env.plugin.client().await;
+            let log = env.plugin.log.clone();
             tokio::spawn(async move {
+                let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
                 let mut n = 0u32;
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_secs(2) {
                     let r = c
                         .encrypt(enc(&[9; 32]))
                         .await
-                        .expect("encrypt while rotating")
+                        .unwrap_or_else(|e| {
+                            panic!("encrypt while rotating: {e:?}\nlog:\n{}", log_text())
+                        })
                         .into_inner();
                     let d = c
                         .decrypt(dec(&r.ciphertext, &r.key_id))
                         .await
-                        .expect("decrypt while rotating");
+                        .unwrap_or_else(|e| {
+                            panic!("decrypt while rotating: {e:?}\nlog:\n{}", log_text())
+                        });
                     assert_eq!(d.into_inner().plaintext, [9; 32]);
                     n += 1;
                 }

@@ -566,7 +566,13 @@ impl KeyBackend for ResidentBackend {
         check_format(ciphertext).map_err(map)?;
         let ct = ciphertext.to_vec();
         self.worker
-            .call(move |conn| Ok(unwrap(conn, &key, &ct)))
+            // TPM failures go back to the worker as errors, so it can retry
+            // when the TPM is momentarily full (another client holds its
+            // slots); only the verdicts on the ciphertext come back as values.
+            .call(move |conn| match unwrap(conn, &key, &ct) {
+                Err(UnwrapError::Tpm(e)) => Err(e),
+                verdict => Ok(verdict),
+            })
             .await?
             .map_err(map)
     }

@@ -25,6 +25,32 @@ pub struct BenchArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+    /// Threads of the load generator. One by default: on a small machine a
+    /// second client thread takes CPU from the plugin being measured, which
+    /// is then what the figures show.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub client_threads: usize,
+}
+
+impl BenchArgs {
+    /// The load generator's runtime: `client_threads` worker threads
+    /// (a current-thread runtime for one).
+    pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        let rt = match self.client_threads {
+            0 | 65.. => anyhow::bail!(
+                "client-threads={} is not valid: between 1 and 64",
+                self.client_threads
+            ),
+            1 => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            n => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .enable_all()
+                .build()?,
+        };
+        Ok(rt)
+    }
 }
 
 /// One phase's figures.

@@ -90,8 +90,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Bench(args) => report(
-            runtime()
-                .map_err(anyhow::Error::from)
+            args.runtime()
                 .and_then(|rt| rt.block_on(crate::bench::run(args)))
                 .map(|_| ()),
         ),

@@ -14,14 +14,23 @@ use crate::v2::key_management_service_client::KeyManagementServiceClient;
 #[non_exhaustive]
 pub enum ConnectError {
     /// Connecting the socket failed (absent, refused, permission).
-    #[error("cannot connect to {endpoint}: {source}")]
+    #[error("cannot connect to {endpoint}: {reason}")]
     Io {
         /// The endpoint tried.
         endpoint: String,
-        /// The transport error.
-        #[source]
-        source: tonic::transport::Error,
+        /// The innermost cause (e.g. the OS error), once: tonic's transport
+        /// error repeats it at every level of its chain.
+        reason: String,
     },
+}
+
+/// The last error of `e`'s source chain, which names what really went wrong.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// Opens one connection to `endpoint`. The connection is established eagerly,
@@ -37,9 +46,9 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Channel, 
             async move { Ok::<_, std::io::Error>(TokioIo::new(dial(&ep).await?)) }
         }))
         .await
-        .map_err(|source| ConnectError::Io {
+        .map_err(|e| ConnectError::Io {
             endpoint: endpoint.to_string(),
-            source,
+            reason: root_cause(&e),
         })
 }
 

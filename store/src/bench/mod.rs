@@ -3,7 +3,9 @@
 //! RocksDB or etcd), then read back cold (empty seed cache, freshly opened
 //! engine) and warm, for identity, aesgcm and kms v2 side by side in one
 //! run. Each phase reports the share of its time spent in encryption
-//! (sealing, opening) and in the storage engine.
+//! (sealing, opening) and in the storage engine. Phases run in rounds with
+//! the providers taking turns, so that a change in the machine's speed
+//! during the run does not land on one provider only.
 //!
 //! On etcd, each provider writes under a throwaway prefix
 //! (`/secret-store-bench/<run>/<provider>`), deleted at the end.
@@ -55,6 +57,10 @@ pub struct BenchArgs {
     /// Also write the figures as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Each phase runs in this many slices of the Secrets, the providers
+    /// taking turns in every slice, so that machine drift does not favour one.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 /// One phase's figures.
@@ -145,41 +151,78 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-struct PhaseCtx<'a> {
-    engine: &'static str,
-    label: &'a str,
-    args: &'a BenchArgs,
-    kms: Option<&'a KmsV2Transformer>,
-    clocks: &'a Clocks,
+/// One phase of one provider, added up over the rounds.
+struct PhaseAcc {
+    phase: &'static str,
+    lat: Vec<u64>,
+    seconds: f64,
+    plugin_calls: u64,
+    crypto_nanos: u64,
+    storage_nanos: u64,
 }
 
-fn run_phase(
-    ctx: &PhaseCtx<'_>,
-    phase: &'static str,
+impl PhaseAcc {
+    fn new(phase: &'static str) -> Self {
+        PhaseAcc {
+            phase,
+            lat: Vec::new(),
+            seconds: 0.0,
+            plugin_calls: 0,
+            crypto_nanos: 0,
+            storage_nanos: 0,
+        }
+    }
+
+    fn figures(mut self, engine: &'static str, provider: &str, size: usize) -> PhaseFigures {
+        self.lat.sort_unstable();
+        let busy = self.lat.iter().sum::<u64>().max(1) as f64;
+        let seconds = self.seconds.max(f64::MIN_POSITIVE);
+        PhaseFigures {
+            engine,
+            provider: provider.to_string(),
+            phase: self.phase,
+            ops: self.lat.len(),
+            seconds: self.seconds,
+            ops_per_sec: self.lat.len() as f64 / seconds,
+            mb_per_sec: (self.lat.len() * size) as f64 / seconds / 1e6,
+            p50_us: percentile(&self.lat, 0.50),
+            p99_us: percentile(&self.lat, 0.99),
+            plugin_calls: self.plugin_calls,
+            crypto_share: self.crypto_nanos as f64 / busy,
+            storage_share: self.storage_nanos as f64 / busy,
+        }
+    }
+}
+
+/// Runs `op` on the indices `range` with `writers` threads, adding the
+/// latencies, wall time, plugin calls and clocks to `acc`.
+fn run_slice(
+    acc: &mut PhaseAcc,
+    run: &ProviderRun<'_>,
+    writers: usize,
+    range: std::ops::Range<usize>,
+    bar: &crate::cli::Bar,
     op: &(dyn Fn(usize) -> anyhow::Result<()> + Sync),
-) -> anyhow::Result<PhaseFigures> {
-    let (label, args, kms) = (ctx.label, ctx.args, ctx.kms);
-    let bar = crate::cli::Bar::new(phase);
-    bar.0.set_length(args.count as u64);
-    let before = kms.map(|k| calls_total(&k.plugin_calls())).unwrap_or(0);
-    let (crypto0, storage0) = (ctx.clocks.crypto.nanos(), ctx.clocks.storage.nanos());
-    let next = AtomicUsize::new(0);
+) -> anyhow::Result<()> {
+    let before = run.kms.as_ref().map(|k| calls_total(&k.plugin_calls()));
+    let (crypto0, storage0) = (run.clocks.crypto.nanos(), run.clocks.storage.nanos());
+    let next = AtomicUsize::new(range.start);
     let start = Instant::now();
     let results: Vec<anyhow::Result<Vec<u64>>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..args.writers)
+        let hs: Vec<_> = (0..writers)
             .map(|_| {
                 s.spawn(|| {
-                    let mut lat = Vec::with_capacity(args.count / args.writers + 1);
+                    let mut lat = Vec::with_capacity(range.len() / writers + 1);
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= args.count {
+                        if i >= range.end {
                             return Ok(lat);
                         }
                         let t = Instant::now();
                         op(i)?;
                         lat.push(t.elapsed().as_nanos() as u64);
                         if i.is_multiple_of(256) {
-                            bar.0.set_position(i as u64);
+                            bar.0.inc(256);
                         }
                     }
                 })
@@ -189,31 +232,16 @@ fn run_phase(
             .map(|h| h.join().expect("bench worker panicked"))
             .collect()
     });
-    let seconds = start.elapsed().as_secs_f64();
-    bar.0.finish_and_clear();
-    let mut lat = Vec::with_capacity(args.count);
+    acc.seconds += start.elapsed().as_secs_f64();
     for r in results {
-        lat.extend(r?);
+        acc.lat.extend(r?);
     }
-    lat.sort_unstable();
-    let after = kms.map(|k| calls_total(&k.plugin_calls())).unwrap_or(0);
-    let busy = lat.iter().sum::<u64>().max(1) as f64;
-    let crypto_share = (ctx.clocks.crypto.nanos() - crypto0) as f64 / busy;
-    let storage_share = (ctx.clocks.storage.nanos() - storage0) as f64 / busy;
-    Ok(PhaseFigures {
-        engine: ctx.engine,
-        provider: label.to_string(),
-        phase,
-        ops: lat.len(),
-        seconds,
-        ops_per_sec: lat.len() as f64 / seconds,
-        mb_per_sec: (lat.len() * args.size) as f64 / seconds / 1e6,
-        p50_us: percentile(&lat, 0.50),
-        p99_us: percentile(&lat, 0.99),
-        plugin_calls: after - before,
-        crypto_share,
-        storage_share,
-    })
+    if let (Some(k), Some(before)) = (&run.kms, before) {
+        acc.plugin_calls += calls_total(&k.plugin_calls()) - before;
+    }
+    acc.crypto_nanos += run.clocks.crypto.nanos() - crypto0;
+    acc.storage_nanos += run.clocks.storage.nanos() - storage0;
+    Ok(())
 }
 
 /// A chain whose seal and open are timed on `clock`.
@@ -263,55 +291,96 @@ impl Target<'_> {
     }
 }
 
-fn bench_provider(
-    args: &BenchArgs,
-    target: &Target<'_>,
-    p: &Provider,
-) -> anyhow::Result<Vec<PhaseFigures>> {
-    let clocks = Clocks::default();
-    let engine_name = match target.engine {
-        BenchEngine::Rocks => "rocksdb",
-        BenchEngine::Etcd(_) => "etcd",
-    };
-    let mut out = Vec::new();
-    {
-        let (chain, kms) = (p.chain_factory)()?;
-        let store = target.store(&clocks, chain)?;
-        let ctx = PhaseCtx {
-            engine: engine_name,
-            label: &p.label,
-            args,
-            kms: kms.as_deref(),
-            clocks: &clocks,
-        };
-        out.push(run_phase(&ctx, "write", &|i| {
-            store.create(secret(i, args.size))?;
-            Ok(())
-        })?);
-    }
-    // Cold: a new process's view: engine reopened, provider caches empty.
-    let (chain, kms) = (p.chain_factory)()?;
-    if let Some(k) = &kms {
-        k.clear_cache();
-    }
-    let store = target.store(&clocks, chain)?;
-    let read = |i: usize| -> anyhow::Result<()> {
-        let s = store.get("bench", &format!("secret-{i:07}"))?;
-        anyhow::ensure!(
-            s.data.get("payload").map(|v| v.len()) == Some(args.size),
-            "secret-{i:07} read back wrong"
-        );
+/// One provider's store, clocks and (kms) transformer, open for a phase.
+struct ProviderRun<'a> {
+    provider: &'a Provider,
+    target: Target<'a>,
+    clocks: Clocks,
+    store: Option<SecretStore>,
+    kms: Option<Arc<KmsV2Transformer>>,
+}
+
+impl ProviderRun<'_> {
+    /// (Re)opens the engine with a fresh chain: a new process's view, with
+    /// the provider's caches empty.
+    fn reopen(&mut self) -> anyhow::Result<()> {
+        self.store = None;
+        let (chain, kms) = (self.provider.chain_factory)()?;
+        if let Some(k) = &kms {
+            k.clear_cache();
+        }
+        self.store = Some(self.target.store(&self.clocks, chain)?);
+        self.kms = kms;
         Ok(())
-    };
-    let ctx = PhaseCtx {
-        engine: engine_name,
-        label: &p.label,
-        args,
-        kms: kms.as_deref(),
-        clocks: &clocks,
-    };
-    out.push(run_phase(&ctx, "read-cold", &read)?);
-    out.push(run_phase(&ctx, "read-warm", &read)?);
+    }
+
+    fn store(&self) -> &SecretStore {
+        self.store.as_ref().expect("opened before every phase")
+    }
+}
+
+/// Runs write, read-cold and read-warm for every provider. Each phase is cut
+/// into `rounds` slices of the Secrets, and within a round the providers
+/// take turns: drift of the machine (other load, background compaction,
+/// frequency changes) then falls on every provider alike instead of on
+/// whichever ran last.
+fn bench_providers(
+    args: &BenchArgs,
+    engine_name: &'static str,
+    runs: &mut [ProviderRun<'_>],
+) -> anyhow::Result<Vec<PhaseFigures>> {
+    let rounds = args.rounds.min(args.count).max(1);
+    let slice = |r: usize| (args.count * r / rounds)..(args.count * (r + 1) / rounds);
+    let mut accs: Vec<[PhaseAcc; 3]> = runs
+        .iter()
+        .map(|_| {
+            [
+                PhaseAcc::new("write"),
+                PhaseAcc::new("read-cold"),
+                PhaseAcc::new("read-warm"),
+            ]
+        })
+        .collect();
+    for run in runs.iter_mut() {
+        run.reopen()?;
+    }
+    for (phase, name) in ["write", "read-cold", "read-warm"].into_iter().enumerate() {
+        if phase == 1 {
+            // Cold: every engine reopened, every provider cache empty.
+            for run in runs.iter_mut() {
+                run.reopen()?;
+            }
+        }
+        let bar = crate::cli::Bar::new(name);
+        bar.0.set_length((args.count * runs.len()) as u64);
+        for r in 0..rounds {
+            for (run, acc) in runs.iter().zip(accs.iter_mut()) {
+                let store = run.store();
+                let write = |i: usize| -> anyhow::Result<()> {
+                    store.create(secret(i, args.size))?;
+                    Ok(())
+                };
+                let read = |i: usize| -> anyhow::Result<()> {
+                    let s = store.get("bench", &format!("secret-{i:07}"))?;
+                    anyhow::ensure!(
+                        s.data.get("payload").map(|v| v.len()) == Some(args.size),
+                        "secret-{i:07} read back wrong"
+                    );
+                    Ok(())
+                };
+                let op: &(dyn Fn(usize) -> anyhow::Result<()> + Sync) =
+                    if phase == 0 { &write } else { &read };
+                run_slice(&mut acc[phase], run, args.writers, slice(r), &bar, op)?;
+            }
+        }
+        bar.0.finish_and_clear();
+    }
+    let mut out = Vec::new();
+    for (run, acc) in runs.iter().zip(accs) {
+        for a in acc {
+            out.push(a.figures(engine_name, &run.provider.label, args.size));
+        }
+    }
     Ok(out)
 }
 
@@ -458,15 +527,26 @@ pub fn run_on(args: BenchArgs, engine: BenchEngine) -> anyhow::Result<Vec<PhaseF
             })
         }
     };
-    let mut all = Vec::new();
-    for p in &providers {
-        let target = Target {
-            engine: &engine,
-            db: root.join(format!("db-{}", p.label)),
-            etcd_prefix: format!("/secret-store-bench/{run_id}/{}", p.label),
-        };
-        all.extend(bench_provider(&args, &target, p)?);
-    }
+    let engine_name = match &engine {
+        BenchEngine::Rocks => "rocksdb",
+        BenchEngine::Etcd(_) => "etcd",
+    };
+    let mut runs: Vec<ProviderRun<'_>> = providers
+        .iter()
+        .map(|p| ProviderRun {
+            provider: p,
+            target: Target {
+                engine: &engine,
+                db: root.join(format!("db-{}", p.label)),
+                etcd_prefix: format!("/secret-store-bench/{run_id}/{}", p.label),
+            },
+            clocks: Clocks::default(),
+            store: None,
+            kms: None,
+        })
+        .collect();
+    let all = bench_providers(&args, engine_name, &mut runs)?;
+    drop(runs);
     drop(local_plugin);
     print_table(&all);
     if let Some(path) = &args.json {
@@ -475,6 +555,7 @@ pub fn run_on(args: BenchArgs, engine: BenchEngine) -> anyhow::Result<Vec<PhaseF
             "count": args.count,
             "size": args.size,
             "writers": args.writers,
+            "rounds": args.rounds,
             "phases": all,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;

@@ -348,6 +348,56 @@ fn cold_reads_call_decrypt_once_per_seed() {
 }
 
 #[test]
+fn concurrent_cold_reads_share_one_decrypt() {
+    let p = TestPlugin::start(Behaviour::new("kek-1", KEK1));
+    let t = KmsV2Transformer::new(
+        &p.config("herd", Duration::from_secs(3)),
+        KmsOptions::default(),
+    )
+    .unwrap();
+    let values: Vec<Vec<u8>> = (0..8).map(|i| t.seal(&[i; 100], KEY).unwrap()).collect();
+    t.clear_cache();
+    // A slow plugin: without sharing, every reader would be inside its own
+    // Decrypt at the same time.
+    p.set(|b| b.decrypt_delay = Some(Duration::from_millis(200)));
+    let start = std::sync::Barrier::new(values.len());
+    std::thread::scope(|s| {
+        for (i, v) in values.iter().enumerate() {
+            let (t, start) = (&t, &start);
+            s.spawn(move || {
+                start.wait();
+                assert_eq!(&t.open(v, KEY).unwrap().plaintext[..], &[i as u8; 100][..]);
+            });
+        }
+    });
+    assert_eq!(t.plugin_calls().decrypt, 1);
+    assert_eq!(
+        p.served.decrypt.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+
+    // A failing Decrypt reaches every waiter, each naming its own key.
+    t.clear_cache();
+    p.set(|b| b.keks.clear());
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let (t, v) = (&t, &values[0]);
+                s.spawn(move || t.open(v, KEY).unwrap_err().to_string())
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for e in &errors {
+        assert!(
+            e.contains("cannot unwrap the DEK source of") && e.contains(KEY),
+            "{e}"
+        );
+        assert!(e.contains("unknown key_id"), "{e}");
+    }
+}
+
+#[test]
 fn cache_misses_work_from_inside_a_tokio_runtime() {
     let p = TestPlugin::start(Behaviour::new("kek-1", KEK1));
     let cfg = p.config("async", Duration::from_secs(3));

@@ -40,6 +40,8 @@ pub struct Behaviour {
     pub encrypt_ciphertext: Option<Vec<u8>>,
     /// Status fails with this code when set.
     pub status_error: Option<tonic::Code>,
+    /// Decrypt answers after this long.
+    pub decrypt_delay: Option<std::time::Duration>,
 }
 
 impl Behaviour {
@@ -53,6 +55,7 @@ impl Behaviour {
             encrypt_key_id: None,
             encrypt_ciphertext: None,
             status_error: None,
+            decrypt_delay: None,
         }
     }
 }
@@ -149,6 +152,9 @@ impl KeyManagementService for Service {
         let req = req.into_inner();
         *self.served.last_decrypt.lock().unwrap() = Some(req.clone());
         let b = self.behaviour.lock().unwrap().clone();
+        if let Some(d) = b.decrypt_delay {
+            tokio::time::sleep(d).await;
+        }
         let kek = b
             .keks
             .get(&req.key_id)

@@ -7,6 +7,7 @@
 //! - [`validate`]: upstream's limits on key_ids, DEK sources and annotations.
 //! - `dek`: HKDF-SHA256 Expand and AES-256-GCM, the per-value hot path.
 //! - `cache`: unwrapped seeds and DEKs by upstream's cache key.
+//! - `flight`: one plugin Decrypt per DEK source at a time.
 //! - `plugin`: the gRPC client (Status, Encrypt, Decrypt, timeouts) and the
 //!   checks made of every answer.
 //! - `state`: the current write state, swapped atomically.
@@ -17,6 +18,7 @@
 mod cache;
 mod dek;
 pub mod envelope;
+mod flight;
 mod health;
 mod options;
 mod plugin;

@@ -26,6 +26,7 @@ use super::envelope::{
     DekSourceType, EncryptedObjectRef, KMS_V2_PREFIX, decode_encrypted_object, field_header_len,
     parse_envelope, put_encrypted_data_header,
 };
+use super::flight::Flights;
 use super::health::{HealthRecord, KmsHealth, poll};
 use super::options::{DEFAULT_CALL_TIMEOUT, KmsOptions};
 use super::plugin::{PluginCalls, PluginClient};
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) plugin: Option<Arc<PluginClient>>,
     pub(crate) state: StateCell,
     pub(crate) cache: DekCache,
+    /// Decrypts in flight, so that concurrent misses share one call.
+    pub(crate) flights: Flights<Arc<UnwrappedKey>>,
     pub(crate) health: HealthRecord,
     pub(crate) options: KmsOptions,
     pub(crate) rotation: tokio::sync::Mutex<()>,
@@ -297,35 +300,47 @@ impl KmsV2Transformer {
                 obj.key_id
             ))
         })?;
-        let req = DecryptRequest {
-            ciphertext: obj.encrypted_dek_source.to_vec(),
-            uid: String::new(),
-            key_id: obj.key_id.to_string(),
-            annotations: obj
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_vec()))
-                .collect(),
+        // Concurrent misses on the same source share one Decrypt; each
+        // caller words the error with its own key.
+        let fetch = || -> Result<Arc<UnwrappedKey>, String> {
+            // Another reader may have filled the cache since our miss.
+            if let Some(k) = self.shared.cache.get(&ck) {
+                return Ok(k);
+            }
+            let req = DecryptRequest {
+                ciphertext: obj.encrypted_dek_source.to_vec(),
+                uid: String::new(),
+                key_id: obj.key_id.to_string(),
+                annotations: obj
+                    .annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_vec()))
+                    .collect(),
+            };
+            let plaintext = self
+                .run(async move { plugin.decrypt(req).await })
+                .and_then(|r| r)?;
+            let seed_mode = obj.dek_source_type == DekSourceType::HkdfSha256XnonceAesGcmSeed;
+            let key = UnwrappedKey::from_plugin(seed_mode, plaintext)
+                .map_err(|e| format!("its Decrypt answer: {e}"))?;
+            let key = Arc::new(key);
+            self.shared.cache.insert(ck, Arc::clone(&key));
+            Ok(key)
         };
-        let plaintext = self
-            .run(async move { plugin.decrypt(req).await })
-            .and_then(|r| r)
+        self.shared
+            .flights
+            .run(ck, fetch, |wait| match Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(wait)
+                }
+                _ => wait(),
+            })
             .map_err(|e| {
                 self.kms_error(format!(
                     "cannot unwrap the DEK source of {etcd_key} (key_id {:?}): {e}",
                     obj.key_id
                 ))
-            })?;
-        let seed_mode = obj.dek_source_type == DekSourceType::HkdfSha256XnonceAesGcmSeed;
-        let key = UnwrappedKey::from_plugin(seed_mode, plaintext).map_err(|e| {
-            self.kms_error(format!(
-                "Decrypt for {etcd_key} (key_id {:?}): {e}",
-                obj.key_id
-            ))
-        })?;
-        let key = Arc::new(key);
-        self.shared.cache.insert(ck, Arc::clone(&key));
-        Ok(key)
+            })
     }
 
     fn refusal(&self, state: Option<&WriteState>) -> TransformError {
@@ -374,6 +389,7 @@ impl Shared {
             plugin,
             state: StateCell::new(),
             cache: DekCache::new(options.cache_capacity, options.cache_ttl),
+            flights: Flights::new(),
             health: HealthRecord::new(),
             options,
             rotation: tokio::sync::Mutex::new(()),

@@ -324,7 +324,7 @@ fn rewrap_migrates_to_a_new_key_and_resumes_after_a_kill() {
     );
     let o = e.run(Some(&new), &["rewrap", "--dry-run"]);
     assert!(
-        out(&o).contains("3000 of 3000 secrets are stale"),
+        out(&o).contains("3000 of 3000 secrets are stale and would be rewrapped with aesgcm:k2 (the first provider)"),
         "{}",
         out(&o)
     );

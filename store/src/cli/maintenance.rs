@@ -30,10 +30,10 @@ pub(super) fn rewrap(g: &GlobalArgs, a: RewrapArgs) -> anyhow::Result<ExitCode> 
     bar.0.finish_and_clear();
     if a.dry_run {
         println!(
-            "dry run: {} of {} secrets are stale and would be rewrapped with {}",
+            "dry run: {} of {} secrets are stale and would be rewrapped with {} (the first provider)",
             r.stale,
             r.scanned,
-            store.chain().describe()
+            store.chain().describe_writer()
         );
         return Ok(ExitCode::SUCCESS);
     }

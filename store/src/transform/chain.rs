@@ -211,6 +211,11 @@ impl TransformerChain {
         self.first().kind()
     }
 
+    /// The provider that writes, e.g. `aesgcm:key2`.
+    pub fn describe_writer(&self) -> String {
+        describe_one(self.first())
+    }
+
     /// The transformers in order, e.g. `aesgcm:key2, aesgcm:key1, identity`.
     pub fn describe(&self) -> String {
         let items: Vec<String> = self

@@ -19,7 +19,7 @@ use prost::Message;
 use secret_store::transform::chain::{TransformerChain, parse_envelope_prefix};
 use secret_store::transform::kmsv2::{DekSourceType, KmsV2Transformer, parse_envelope};
 use secret_store::transform::{ProviderKind, Transformer};
-use zeroize::Zeroizing;
+use secret_store::wipe::Wiped;
 
 const PREFIX: &[u8] = b"k8s:enc:kms:v2:";
 const KEY_ID: &str = "fuzz-kek";
@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
     // The provider itself (no plugin: a fixed seed) inspects the same facts,
     // alone and through a chain.
     let t =
-        KmsV2Transformer::from_seed_for_bench(name, KEY_ID, &[7; 60], Zeroizing::new(vec![1; 32]))
+        KmsV2Transformer::from_seed_for_bench(name, KEY_ID, &[7; 60], Wiped::new(vec![1; 32]))
             .expect("a parsed provider name is a valid one");
     assert!(t.matches(data));
     let info = t

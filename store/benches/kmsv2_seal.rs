@@ -19,13 +19,13 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use secret_store::transform::Transformer;
 use secret_store::transform::kmsv2::{KmsOptions, KmsV2Transformer};
-use zeroize::Zeroizing;
+use secret_store::wipe::Wiped;
 
 const KEY: &str = "/registry/secrets/default/bench-secret";
 const SIZES: [usize; 3] = [1024, 4 * 1024, 64 * 1024];
 
 fn transformer() -> KmsV2Transformer {
-    let mut seed = Zeroizing::new(vec![0u8; 32]);
+    let mut seed = Wiped::new(vec![0u8; 32]);
     secret_store::rand::fill(&mut seed);
     KmsV2Transformer::from_seed_for_bench("bench", "bench-kek-1", &[0x5a; 60], seed).unwrap()
 }

@@ -16,3 +16,4 @@ pub mod storage;
 pub mod store;
 pub mod transform;
 pub mod verify;
+pub mod wipe;

@@ -21,7 +21,7 @@ use secret_store::encryption_config::{EncryptionConfiguration, KmsProviderConfig
 use secret_store::transform::chain::{TransformerChain, parse_envelope_prefix};
 use secret_store::transform::kmsv2::{DekSourceType, KmsV2Transformer, parse_envelope};
 use secret_store::transform::{ProviderKind, TransformError, Transformer};
-use zeroize::Zeroizing;
+use secret_store::wipe::Wiped;
 
 const KMS_PREFIX: &[u8] = b"k8s:enc:kms:v2:";
 const KEY_ID: &str = "garbage-kek";
@@ -29,7 +29,7 @@ const ETCD_KEY: &str = "/registry/secrets/default/api-token";
 
 /// A KMS v2 provider with a fixed seed and no plugin.
 fn kms(name: &str) -> KmsV2Transformer {
-    KmsV2Transformer::from_seed_for_bench(name, KEY_ID, &[7; 60], Zeroizing::new(vec![1; 32]))
+    KmsV2Transformer::from_seed_for_bench(name, KEY_ID, &[7; 60], Wiped::new(vec![1; 32]))
         .expect("bench kms provider")
 }
 

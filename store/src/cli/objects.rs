@@ -95,7 +95,7 @@ fn server_error(e: &StoreError) -> String {
 }
 
 pub(super) fn apply(g: &GlobalArgs, a: ApplyArgs) -> anyhow::Result<ExitCode> {
-    let mut text = zeroize::Zeroizing::new(String::new());
+    let mut text = crate::wipe::Wiped::new(String::new());
     if a.file.as_os_str() == "-" {
         std::io::stdin().read_to_string(&mut text)?;
     } else {

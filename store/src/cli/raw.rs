@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::wipe::Wiped;
 use clap::Subcommand;
-use zeroize::Zeroizing;
 
 use super::GlobalArgs;
 use super::open::{Access, open_chain};
@@ -40,8 +40,8 @@ pub enum RawCommand {
     },
 }
 
-fn read_input(input: &Option<PathBuf>) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    let mut buf = Zeroizing::new(Vec::new());
+fn read_input(input: &Option<PathBuf>) -> anyhow::Result<Wiped<Vec<u8>>> {
+    let mut buf = Wiped::new(Vec::new());
     match input {
         Some(p) => {
             std::fs::File::open(p)

@@ -2,10 +2,10 @@
 //! `base64.StdEncoding` (padding required, `\r` and `\n` ignored, non-zero
 //! trailing bits allowed), by the same decoder the Secret `data` values use.
 
-use zeroize::Zeroizing;
+use crate::wipe::Wiped;
 
 /// Decodes a key secret into a zeroizing buffer; `None` if it is not valid.
-pub(super) fn decode_base64_std(text: &str) -> Option<Zeroizing<Vec<u8>>> {
+pub(super) fn decode_base64_std(text: &str) -> Option<Wiped<Vec<u8>>> {
     crate::secret::gobase64::decode(text.as_bytes()).ok()
 }
 

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
+use crate::wipe::Wiped;
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 use super::ConfigError;
 
@@ -82,7 +82,7 @@ pub(super) struct RawKms {
 }
 
 /// A `secret:` value as written (base64), in a zeroizing buffer.
-pub(super) struct SecretText(pub(super) Zeroizing<String>);
+pub(super) struct SecretText(pub(super) Wiped<String>);
 
 impl<'de> Deserialize<'de> for SecretText {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -93,10 +93,10 @@ impl<'de> Deserialize<'de> for SecretText {
                 f.write_str("a base64 string")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretText, E> {
-                Ok(SecretText(Zeroizing::new(v.to_owned())))
+                Ok(SecretText(Wiped::new(v.to_owned())))
             }
             fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretText, E> {
-                Ok(SecretText(Zeroizing::new(v)))
+                Ok(SecretText(Wiped::new(v)))
             }
             // Other scalars: refuse without echoing the value.
             fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretText, E> {

@@ -16,7 +16,7 @@
 //! not contain `:` and must be unique within a provider.
 //!
 //! Key material never appears in an error, a `Debug` output or a log: keys
-//! are decoded from base64 straight into [`Zeroizing`] buffers, and
+//! are decoded from base64 straight into [`Wiped`] buffers, and
 //! [`EncryptionConfiguration::load`] reads the file into a buffer that is
 //! wiped once parsed. (The YAML parser's own short-lived scalar buffers are
 //! outside our control.)
@@ -45,7 +45,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use zeroize::Zeroizing;
+use crate::wipe::Wiped;
 
 mod base64;
 mod decode;
@@ -101,7 +101,7 @@ impl EncryptionConfiguration {
         // Room for the whole file plus one byte, so that reading to the end
         // never reallocates (a reallocation would leave an unwiped copy).
         let capacity = usize::try_from(len).unwrap_or(0).saturating_add(1);
-        let mut buf = Zeroizing::new(Vec::with_capacity(capacity));
+        let mut buf = Wiped::new(Vec::with_capacity(capacity));
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_end(&mut buf)
             .map_err(io_err)?;

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use zeroize::Zeroizing;
+use crate::wipe::Wiped;
 
 use crate::transform::ProviderKind;
 
@@ -29,13 +29,13 @@ pub struct KmsProviderConfig {
 /// prints the name only.
 pub struct KeyConfig {
     name: String,
-    secret: Zeroizing<Vec<u8>>,
+    secret: Wiped<Vec<u8>>,
 }
 
 impl KeyConfig {
     /// Builds a key from its name and raw bytes (already decoded). The bytes
     /// are taken over, not copied.
-    pub fn new(name: impl Into<String>, secret: Zeroizing<Vec<u8>>) -> Self {
+    pub fn new(name: impl Into<String>, secret: Wiped<Vec<u8>>) -> Self {
         KeyConfig {
             name: name.into(),
             secret,

@@ -9,8 +9,8 @@
 //! `illegal base64 data at input byte N` (N counts the input as given,
 //! line breaks included).
 
+use crate::wipe::Wiped;
 use base64::Engine as _;
-use zeroize::Zeroizing;
 
 /// Go's `base64.CorruptInputError`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,13 +48,13 @@ const GO_STD: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::n
 
 /// Decodes `src` as Go's `base64.StdEncoding.DecodeString` does, into a
 /// buffer that is wiped when dropped (also on error).
-pub fn decode(src: &[u8]) -> Result<Zeroizing<Vec<u8>>, CorruptInputError> {
+pub fn decode(src: &[u8]) -> Result<Wiped<Vec<u8>>, CorruptInputError> {
     // Fast path: the usual value, without line breaks, through the `base64`
     // crate's decoder, which accepts exactly what Go accepts there. Anything
     // it refuses (line breaks included) goes through the byte-wise decoder
     // below, which ignores line breaks and reports offsets as Go does.
     if src.len().is_multiple_of(4) {
-        let mut out = Zeroizing::new(vec![0u8; src.len() / 4 * 3]);
+        let mut out = Wiped::new(vec![0u8; src.len() / 4 * 3]);
         if let Ok(n) = GO_STD.decode_slice_unchecked(src, &mut out) {
             out.truncate(n);
             return Ok(out);
@@ -63,8 +63,8 @@ pub fn decode(src: &[u8]) -> Result<Zeroizing<Vec<u8>>, CorruptInputError> {
     decode_bytewise(src)
 }
 
-fn decode_bytewise(src: &[u8]) -> Result<Zeroizing<Vec<u8>>, CorruptInputError> {
-    let mut out = Zeroizing::new(Vec::with_capacity(src.len() / 4 * 3 + 3));
+fn decode_bytewise(src: &[u8]) -> Result<Wiped<Vec<u8>>, CorruptInputError> {
+    let mut out = Wiped::new(Vec::with_capacity(src.len() / 4 * 3 + 3));
     let mut si = 0;
     while si < src.len() {
         let mut quantum = [0u8; 4];

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use zeroize::Zeroizing;
+use crate::wipe::Wiped;
 
 use super::field_error::go_quote;
 use super::gobase64;
@@ -69,7 +69,7 @@ pub(super) fn read_secret(
     let mut data = BTreeMap::new();
     for (key, value) in map_entries(node.get("data"), "data", location)? {
         let decoded = match value {
-            Node::Null => Zeroizing::new(Vec::new()),
+            Node::Null => Wiped::new(Vec::new()),
             Node::String(text) => gobase64::decode(text.as_bytes())
                 .map_err(|e| location.error(format!("data[{key}]: {e}")))?,
             other => {

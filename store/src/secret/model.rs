@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::wipe::Wiped;
 use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
 
 use super::timefmt;
 use super::types::SECRET_TYPE_OPAQUE;
@@ -17,12 +17,12 @@ use super::types::SECRET_TYPE_OPAQUE;
 /// `Debug` prints only the length (`<5 bytes redacted>`); there is no
 /// `Display`. Equality runs in constant time for equal lengths.
 #[derive(Clone, Default)]
-pub struct SecretValue(Zeroizing<Vec<u8>>);
+pub struct SecretValue(Wiped<Vec<u8>>);
 
 impl SecretValue {
     /// Wraps `bytes` (taken, not copied).
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+        Self(Wiped::new(bytes))
     }
 
     /// Copies `bytes` into a new value.
@@ -66,8 +66,8 @@ impl From<&str> for SecretValue {
     }
 }
 
-impl From<Zeroizing<Vec<u8>>> for SecretValue {
-    fn from(bytes: Zeroizing<Vec<u8>>) -> Self {
+impl From<Wiped<Vec<u8>>> for SecretValue {
+    fn from(bytes: Wiped<Vec<u8>>) -> Self {
         Self(bytes)
     }
 }

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
+use crate::wipe::Wiped;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use zeroize::Zeroizing;
 
 /// One parsed value.
 pub(crate) enum Node {
@@ -17,7 +17,7 @@ pub(crate) enum Node {
     /// Any number (its value is never needed: no Secret field is numeric).
     Number,
     /// A string, wiped on drop.
-    String(Zeroizing<String>),
+    String(Wiped<String>),
     /// A sequence.
     Seq(Vec<Node>),
     /// A mapping, in input order, keys unique.
@@ -153,10 +153,10 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Number)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::String(Zeroizing::new(v.to_owned())))
+        Ok(Node::String(Wiped::new(v.to_owned())))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
-        Ok(Node::String(Zeroizing::new(v)))
+        Ok(Node::String(Wiped::new(v)))
     }
     fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Node, E> {
         Err(E::custom("binary scalars are not supported"))

@@ -22,7 +22,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use zeroize::Zeroizing;
+use crate::wipe::Wiped;
 
 use super::gobase64;
 use super::model::Secret;
@@ -81,7 +81,7 @@ pub fn render(
     format: OutputFormat,
     all_namespaces: bool,
     now: SystemTime,
-) -> Zeroizing<String> {
+) -> Wiped<String> {
     match (secrets, format) {
         ([one], OutputFormat::Yaml | OutputFormat::Json) => render_object(one, format, now),
         _ => render_list(secrets, format, all_namespaces, now),
@@ -94,10 +94,10 @@ pub fn render_list(
     format: OutputFormat,
     all_namespaces: bool,
     now: SystemTime,
-) -> Zeroizing<String> {
+) -> Wiped<String> {
     match format {
-        OutputFormat::Table => Zeroizing::new(render_table(secrets, all_namespaces, now)),
-        OutputFormat::Name => Zeroizing::new(
+        OutputFormat::Table => Wiped::new(render_table(secrets, all_namespaces, now)),
+        OutputFormat::Name => Wiped::new(
             secrets
                 .iter()
                 .map(|s| format!("secret/{}\n", s.metadata.name))
@@ -124,7 +124,7 @@ pub fn render_list(
 
 /// Renders one Secret in `format` (the object itself in YAML and JSON, as
 /// `kubectl get secret NAME` prints it).
-pub fn render_object(secret: &Secret, format: OutputFormat, now: SystemTime) -> Zeroizing<String> {
+pub fn render_object(secret: &Secret, format: OutputFormat, now: SystemTime) -> Wiped<String> {
     match format {
         OutputFormat::Yaml | OutputFormat::Json => print_tree(
             &object_tree(secret),
@@ -230,7 +230,7 @@ fn object_tree(secret: &Secret) -> YamlValue<'_> {
             .map(|(k, v)| {
                 (
                     Cow::Borrowed(k.as_str()),
-                    YamlValue::Secret(Zeroizing::new(gobase64::encode(v.expose()))),
+                    YamlValue::Secret(Wiped::new(gobase64::encode(v.expose()))),
                 )
             })
             .collect();
@@ -248,8 +248,8 @@ fn object_tree(secret: &Secret) -> YamlValue<'_> {
     YamlValue::Map(root)
 }
 
-fn print_tree(tree: &YamlValue<'_>, format: OutputFormat, capacity: usize) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::with_capacity(capacity));
+fn print_tree(tree: &YamlValue<'_>, format: OutputFormat, capacity: usize) -> Wiped<String> {
+    let mut out = Wiped::new(String::with_capacity(capacity));
     match (format, tree) {
         (OutputFormat::Yaml, YamlValue::Map(entries)) => {
             let mut w = YamlWriter::with_buffer(std::mem::take(&mut *out));

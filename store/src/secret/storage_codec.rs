@@ -3,7 +3,7 @@
 //! and the default protobuf ([`storage_proto`]).
 //! Reading detects the format; the output buffers are wiped on drop.
 
-use zeroize::Zeroizing;
+use crate::wipe::Wiped;
 
 use super::model::Secret;
 use super::{storage_json, storage_proto};
@@ -88,18 +88,18 @@ impl Secret {
     /// The compact JSON kube-apiserver stores for this Secret (with
     /// `--storage-media-type=application/json`), trailing newline included,
     /// `resourceVersion` left out.
-    pub fn to_storage_json(&self) -> Zeroizing<Vec<u8>> {
+    pub fn to_storage_json(&self) -> Wiped<Vec<u8>> {
         storage_json::encode(self)
     }
 
     /// The protobuf kube-apiserver stores for this Secret by default
     /// (`k8s\0` + `runtime.Unknown`), `resourceVersion` left out.
-    pub fn to_storage_protobuf(&self) -> Zeroizing<Vec<u8>> {
+    pub fn to_storage_protobuf(&self) -> Wiped<Vec<u8>> {
         storage_proto::encode(self)
     }
 
     /// The stored bytes in `format`.
-    pub fn to_storage_bytes(&self, format: StorageFormat) -> Zeroizing<Vec<u8>> {
+    pub fn to_storage_bytes(&self, format: StorageFormat) -> Wiped<Vec<u8>> {
         match format {
             StorageFormat::Json => self.to_storage_json(),
             StorageFormat::Protobuf => self.to_storage_protobuf(),

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use zeroize::Zeroizing;
+use crate::wipe::Wiped;
 
 use super::gobase64;
 use super::model::{ObjectMeta, Secret, SecretValue};
@@ -102,7 +102,7 @@ fn metadata_json(meta: &ObjectMeta) -> String {
 
 /// Writes `secret` as the apiserver's JSON serializer does, into a buffer
 /// that is wiped when dropped and never reallocated while being filled.
-pub(crate) fn encode(secret: &Secret) -> Zeroizing<Vec<u8>> {
+pub(crate) fn encode(secret: &Secret) -> Wiped<Vec<u8>> {
     let mut head = String::from("{\"kind\":\"Secret\",\"apiVersion\":\"v1\",\"metadata\":");
     head.push_str(&metadata_json(&secret.metadata));
     if let Some(immutable) = secret.immutable {
@@ -137,7 +137,7 @@ pub(crate) fn encode(secret: &Secret) -> Zeroizing<Vec<u8>> {
             + keys.len().saturating_sub(1)
     };
     let total = head.len() + data_len + tail.len();
-    let mut out = Zeroizing::new(Vec::with_capacity(total));
+    let mut out = Wiped::new(Vec::with_capacity(total));
     out.extend_from_slice(head.as_bytes());
     if !secret.data.is_empty() {
         out.extend_from_slice(b",\"data\":{");
@@ -162,7 +162,7 @@ pub(crate) fn encode(secret: &Secret) -> Zeroizing<Vec<u8>> {
 }
 
 /// Appends the base64 of `value` in place (no intermediate copy).
-fn push_base64(out: &mut Zeroizing<Vec<u8>>, value: &SecretValue) {
+fn push_base64(out: &mut Wiped<Vec<u8>>, value: &SecretValue) {
     use base64::Engine as _;
     let start = out.len();
     out.resize(start + gobase64::encoded_len(value.len()), 0);
@@ -276,7 +276,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Secret, DecodeError> {
     let mut data = BTreeMap::new();
     for (key, value) in entries(node.get("data"), "data")? {
         let bytes = match value {
-            Node::Null => Zeroizing::new(Vec::new()),
+            Node::Null => Wiped::new(Vec::new()),
             Node::String(text) => gobase64::decode(text.as_bytes())
                 .map_err(|e| DecodeError::field(format!("data[{key}]"), e.to_string()))?,
             other => {

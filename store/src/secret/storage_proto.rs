@@ -19,8 +19,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::wipe::{Wipe, Wiped};
 use prost::Message;
-use zeroize::{Zeroize, Zeroizing};
 
 use super::model::{ObjectMeta, Secret, SecretValue};
 use super::storage_codec::DecodeError;
@@ -63,7 +63,9 @@ impl fmt::Debug for Unknown {
 
 impl Drop for Unknown {
     fn drop(&mut self) {
-        self.raw.zeroize();
+        if let Some(raw) = &mut self.raw {
+            raw.wipe();
+        }
     }
 }
 
@@ -106,7 +108,9 @@ impl fmt::Debug for BytesEntry {
 
 impl Drop for BytesEntry {
     fn drop(&mut self) {
-        self.value.zeroize();
+        if let Some(v) = &mut self.value {
+            v.wipe();
+        }
     }
 }
 
@@ -199,14 +203,14 @@ fn to_proto(secret: &Secret) -> ProtoSecret {
 }
 
 /// Encodes `message` into a wiped buffer of exactly its size.
-fn encode_exact(message: &impl Message) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(message.encoded_len()));
+fn encode_exact(message: &impl Message) -> Wiped<Vec<u8>> {
+    let mut out = Wiped::new(Vec::with_capacity(message.encoded_len()));
     message.encode_raw(&mut *out);
     out
 }
 
 /// Writes `secret` as the apiserver's protobuf serializer does.
-pub(crate) fn encode(secret: &Secret) -> Zeroizing<Vec<u8>> {
+pub(crate) fn encode(secret: &Secret) -> Wiped<Vec<u8>> {
     let mut raw = encode_exact(&to_proto(secret));
     let unknown = Unknown {
         type_meta: Some(TypeMeta {
@@ -218,7 +222,7 @@ pub(crate) fn encode(secret: &Secret) -> Zeroizing<Vec<u8>> {
         content_encoding: Some(String::new()),
         content_type: Some(String::new()),
     };
-    let mut out = Zeroizing::new(Vec::with_capacity(
+    let mut out = Wiped::new(Vec::with_capacity(
         PROTOBUF_MAGIC.len() + unknown.encoded_len(),
     ));
     out.extend_from_slice(PROTOBUF_MAGIC);

@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use zeroize::Zeroizing;
+use crate::wipe::Wiped;
 
 use super::yaml_style::{Style, is_break, is_printable, key_order, select_style};
 
@@ -24,7 +24,7 @@ pub(crate) enum YamlValue<'a> {
     Str(Cow<'a, str>),
     /// A string holding secret material (base64 of a data value), wiped
     /// on drop.
-    Secret(Zeroizing<String>),
+    Secret(Wiped<String>),
     /// `true` / `false`.
     Bool(bool),
     /// `null`.

@@ -15,12 +15,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::wipe::Wiped;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::consts::U16;
 use cbc::cipher::{
     BlockCipher, BlockDecryptMut, BlockEncryptMut, BlockSizeUser, InnerIvInit, KeyInit,
 };
-use zeroize::Zeroizing;
 
 use super::aesgcm::check_key_name;
 use super::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
@@ -174,7 +174,7 @@ impl Transformer for AesCbcTransformer {
         let (iv, ct) = self.split(stored, etcd_key)?;
         let mut iv_arr = [0u8; IV_LEN];
         iv_arr.copy_from_slice(iv);
-        let mut buf = Zeroizing::new(ct.to_vec());
+        let mut buf = Wiped::new(ct.to_vec());
         let len = match &self.key {
             CbcKey::A128(c) => decrypt(&**c, &iv_arr, &mut buf),
             CbcKey::A192(c) => decrypt(&**c, &iv_arr, &mut buf),

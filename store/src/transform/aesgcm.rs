@@ -12,9 +12,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::wipe::{Wipe, Wiped};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use zeroize::{Zeroize, Zeroizing};
 
 use super::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
 
@@ -164,7 +164,7 @@ impl Transformer for AesGcmTransformer {
             Err(()) => {
                 // Only a plaintext beyond GCM's limit (~64 GiB) gets here;
                 // the buffer may still hold plaintext: wipe it.
-                out.zeroize();
+                out.wipe();
                 Err(TransformError::WriteRefused(
                     "aesgcm: the value is too large for AES-GCM".to_owned(),
                 ))
@@ -183,7 +183,7 @@ impl Transformer for AesGcmTransformer {
         };
         let plaintext = match &self.key {
             GcmKey::Ring(k) => {
-                let mut buf = Zeroizing::new(sealed.to_vec());
+                let mut buf = Wiped::new(sealed.to_vec());
                 let len = k
                     .open_in_place(
                         Nonce::assume_unique_for_key(nonce_arr),
@@ -197,7 +197,7 @@ impl Transformer for AesGcmTransformer {
             }
             GcmKey::Aes192(c) => {
                 let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-                let mut buf = Zeroizing::new(ct.to_vec());
+                let mut buf = Wiped::new(ct.to_vec());
                 c.decrypt_in_place_detached((&nonce_arr).into(), aad, &mut buf, tag.into())
                     .map_err(|_| failed())?;
                 buf

@@ -702,7 +702,7 @@ mod tests {
         }
         fn open(&self, s: &[u8], _: &str) -> Result<Opened, TransformError> {
             Ok(Opened {
-                plaintext: zeroize::Zeroizing::new(s[self.0.len()..].to_vec()),
+                plaintext: crate::wipe::Wiped::new(s[self.0.len()..].to_vec()),
                 stale: true,
             })
         }

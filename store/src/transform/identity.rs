@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use zeroize::Zeroizing;
+use crate::wipe::Wiped;
 
 use super::{ENCRYPTED_PREFIX, EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
 
@@ -62,7 +62,7 @@ impl Transformer for IdentityTransformer {
     fn open(&self, stored: &[u8], etcd_key: &str) -> Result<Opened, TransformError> {
         Self::refuse_encrypted(stored, etcd_key)?;
         Ok(Opened {
-            plaintext: Zeroizing::new(stored.to_vec()),
+            plaintext: Wiped::new(stored.to_vec()),
             stale: false,
         })
     }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use zeroize::Zeroizing;
+use crate::wipe::Wiped;
 
 pub mod aescbc;
 pub mod aesgcm;
@@ -78,7 +78,7 @@ pub struct EnvelopeInfo {
 /// A value opened by a transformer.
 pub struct Opened {
     /// The serialized object.
-    pub plaintext: Zeroizing<Vec<u8>>,
+    pub plaintext: Wiped<Vec<u8>>,
     /// The value should be rewritten: it was read by a provider or key other
     /// than the one used for writing, or (kms) under another key_id or DEK
     /// source type than the current write state.

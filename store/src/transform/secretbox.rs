@@ -10,9 +10,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::wipe::Wiped;
 use crypto_secretbox::XSalsa20Poly1305;
 use crypto_secretbox::aead::{AeadInPlace, KeyInit};
-use zeroize::Zeroizing;
 
 use super::aesgcm::check_key_name;
 use super::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
@@ -112,7 +112,7 @@ impl Transformer for SecretboxTransformer {
         let body = self.body(stored, etcd_key)?;
         let (nonce, rest) = body.split_at(NONCE_LEN);
         let (tag, ct) = rest.split_at(TAG_LEN);
-        let mut buf = Zeroizing::new(ct.to_vec());
+        let mut buf = Wiped::new(ct.to_vec());
         self.cipher
             .decrypt_in_place_detached(nonce.into(), b"", &mut buf, tag.into())
             .map_err(|_| TransformError::DecryptionFailed {

@@ -160,7 +160,7 @@ pub(super) fn client_tls(tls: &EtcdTls) -> Result<etcd_client::TlsOptions, Stora
     }
     if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
         let cert = read_pem("--etcd-cert", cert)?;
-        let key = zeroize::Zeroizing::new(read_pem("--etcd-keyfile", key)?);
+        let key = crate::wipe::Wiped::new(read_pem("--etcd-keyfile", key)?);
         cfg = cfg.identity(etcd_client::Identity::from_pem(cert, &*key));
     }
     Ok(cfg)

@@ -144,10 +144,10 @@ impl DekCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zeroize::Zeroizing;
+    use crate::wipe::Wiped;
 
     fn key() -> Arc<UnwrappedKey> {
-        Arc::new(UnwrappedKey::Seed(Zeroizing::new(vec![1; 32])))
+        Arc::new(UnwrappedKey::Seed(Wiped::new(vec![1; 32])))
     }
 
     /// Upstream's bytes before hashing, spelled out for one case.

@@ -15,9 +15,9 @@
 
 use std::fmt;
 
+use crate::wipe::Wiped;
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
 use ring::hkdf::{HKDF_SHA256, Prk};
-use zeroize::Zeroizing;
 
 use crate::rand;
 
@@ -36,9 +36,9 @@ pub const LEGACY_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// DEK. Wiped when the last reference goes; never printed.
 pub(crate) enum UnwrappedKey {
     /// A seed of at least 32 bytes; each value's key is derived from it.
-    Seed(Zeroizing<Vec<u8>>),
+    Seed(Wiped<Vec<u8>>),
     /// A 16- or 32-byte AES-GCM key used directly.
-    Legacy(Zeroizing<Vec<u8>>),
+    Legacy(Wiped<Vec<u8>>),
 }
 
 impl fmt::Debug for UnwrappedKey {
@@ -53,7 +53,7 @@ impl fmt::Debug for UnwrappedKey {
 impl UnwrappedKey {
     /// Checks what the plugin's Decrypt returned against the source type.
     /// The error names sizes only.
-    pub(crate) fn from_plugin(seed_mode: bool, bytes: Zeroizing<Vec<u8>>) -> Result<Self, String> {
+    pub(crate) fn from_plugin(seed_mode: bool, bytes: Wiped<Vec<u8>>) -> Result<Self, String> {
         if seed_mode {
             if bytes.len() < SEED_LEN {
                 return Err(format!(
@@ -78,7 +78,7 @@ impl UnwrappedKey {
         &self,
         encrypted_data: &[u8],
         aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    ) -> Result<Wiped<Vec<u8>>, OpenError> {
         match self {
             UnwrappedKey::Seed(seed) => open_seed(seed, encrypted_data, aad),
             UnwrappedKey::Legacy(dek) => open_legacy(dek, encrypted_data, aad),
@@ -101,8 +101,8 @@ pub(crate) enum OpenError {
 }
 
 /// A new random seed, drawn directly into a wiped buffer.
-pub(crate) fn generate_seed() -> Zeroizing<Vec<u8>> {
-    let mut seed = Zeroizing::new(vec![0u8; SEED_LEN]);
+pub(crate) fn generate_seed() -> Wiped<Vec<u8>> {
+    let mut seed = Wiped::new(vec![0u8; SEED_LEN]);
     rand::fill(&mut seed[..]);
     seed
 }
@@ -147,10 +147,10 @@ fn open_with(
     nonce: Nonce,
     ct_and_tag: &[u8],
     aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+) -> Result<Wiped<Vec<u8>>, OpenError> {
     let (ct, tag) = ct_and_tag.split_at(ct_and_tag.len() - TAG_LEN);
     let tag: [u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
-    let mut buf = Zeroizing::new(ct.to_vec());
+    let mut buf = Wiped::new(ct.to_vec());
     key.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(tag), &mut buf[..], 0..)
         .map_err(|_| OpenError::Auth)?;
     Ok(buf)
@@ -161,7 +161,7 @@ pub(crate) fn open_seed(
     seed: &[u8],
     encrypted_data: &[u8],
     aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+) -> Result<Wiped<Vec<u8>>, OpenError> {
     if encrypted_data.len() < SEED_OVERHEAD {
         return Err(OpenError::TooShort {
             len: encrypted_data.len(),
@@ -179,7 +179,7 @@ pub(crate) fn open_legacy(
     dek: &[u8],
     encrypted_data: &[u8],
     aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+) -> Result<Wiped<Vec<u8>>, OpenError> {
     if encrypted_data.len() < LEGACY_OVERHEAD {
         return Err(OpenError::TooShort {
             len: encrypted_data.len(),
@@ -313,7 +313,7 @@ mod tests {
             let mut ed = nonce.to_vec();
             ed.extend(&buf);
             ed.extend(tag.as_ref());
-            let k = UnwrappedKey::from_plugin(false, Zeroizing::new(dek)).unwrap();
+            let k = UnwrappedKey::from_plugin(false, Wiped::new(dek)).unwrap();
             assert_eq!(&k.open(&ed, b"k").unwrap()[..], b"legacy");
             assert_eq!(k.open(&ed, b"x").unwrap_err(), OpenError::Auth);
         }
@@ -321,10 +321,10 @@ mod tests {
 
     #[test]
     fn plugin_answers_of_the_wrong_size_are_refused() {
-        assert!(UnwrappedKey::from_plugin(true, Zeroizing::new(vec![0; 31])).is_err());
-        assert!(UnwrappedKey::from_plugin(true, Zeroizing::new(vec![0; 48])).is_ok());
-        assert!(UnwrappedKey::from_plugin(false, Zeroizing::new(vec![0; 24])).is_err());
-        let k = UnwrappedKey::from_plugin(true, Zeroizing::new(vec![0; 32])).unwrap();
+        assert!(UnwrappedKey::from_plugin(true, Wiped::new(vec![0; 31])).is_err());
+        assert!(UnwrappedKey::from_plugin(true, Wiped::new(vec![0; 48])).is_ok());
+        assert!(UnwrappedKey::from_plugin(false, Wiped::new(vec![0; 24])).is_err());
+        let k = UnwrappedKey::from_plugin(true, Wiped::new(vec![0; 32])).unwrap();
         assert_eq!(format!("{k:?}"), "UnwrappedKey::Seed(<redacted>)");
     }
 }

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::wipe::Wiped;
 use kms_proto::Endpoint;
 use kms_proto::v2::key_management_service_client::KeyManagementServiceClient;
 use kms_proto::v2::{
@@ -20,7 +21,6 @@ use kms_proto::v2::{
 };
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use zeroize::Zeroizing;
 
 use super::validate::{
     HEALTHZ_OK, SUPPORTED_VERSIONS, validate_annotations, validate_encrypted_dek_source,
@@ -103,14 +103,14 @@ impl PluginClient {
 
     /// `Decrypt` of a stored DEK source; the answer goes straight into a
     /// wiped buffer (no copy).
-    pub(crate) async fn decrypt(&self, req: DecryptRequest) -> Result<Zeroizing<Vec<u8>>, String> {
+    pub(crate) async fn decrypt(&self, req: DecryptRequest) -> Result<Wiped<Vec<u8>>, String> {
         self.counters.decrypt.fetch_add(1, Ordering::Relaxed);
         let mut req = req;
         req.uid = new_uid();
         let resp = self
             .call("Decrypt", |mut c| async move { c.decrypt(req).await })
             .await?;
-        Ok(Zeroizing::new(resp.plaintext))
+        Ok(Wiped::new(resp.plaintext))
     }
 
     async fn call<T, F, Fut>(&self, method: &str, f: F) -> Result<T, String>

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::wipe::Wiped;
 use arc_swap::{ArcSwapOption, Guard};
-use zeroize::Zeroizing;
 
 use super::cache::{CacheKey, cache_key};
 use super::dek::UnwrappedKey;
@@ -41,7 +41,7 @@ pub(crate) struct WriteState {
 impl WriteState {
     /// A state for a seed wrapped by the plugin as `encrypted_dek_source`.
     pub(crate) fn new(
-        seed: Zeroizing<Vec<u8>>,
+        seed: Wiped<Vec<u8>>,
         key_id: String,
         encrypted_dek_source: &[u8],
         annotations: &BTreeMap<String, Vec<u8>>,
@@ -168,7 +168,7 @@ mod tests {
 
     fn state() -> WriteState {
         WriteState::new(
-            Zeroizing::new(vec![7; 32]),
+            Wiped::new(vec![7; 32]),
             "k1".into(),
             &[1; 40],
             &BTreeMap::new(),
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn recognises_its_own_objects() {
         let ann: BTreeMap<String, Vec<u8>> = [("a.io".to_string(), b"1".to_vec())].into();
-        let st = WriteState::new(Zeroizing::new(vec![7; 32]), "k1".into(), &[1; 40], &ann);
+        let st = WriteState::new(Wiped::new(vec![7; 32]), "k1".into(), &[1; 40], &ann);
         let mut obj = EncryptedObjectRef {
             encrypted_data: &[0; 60],
             key_id: "k1",

@@ -15,10 +15,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::wipe::Wiped;
 use kms_proto::Endpoint;
 use kms_proto::v2::DecryptRequest;
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
-use zeroize::Zeroizing;
 
 use super::cache::{CacheKey, DekCache, cache_key_of};
 use super::dek::{OpenError, SEED_LEN, SEED_OVERHEAD, UnwrappedKey, seal_seed_into};
@@ -116,7 +116,7 @@ impl KmsV2Transformer {
         name: &str,
         key_id: &str,
         encrypted_dek_source: &[u8],
-        seed: Zeroizing<Vec<u8>>,
+        seed: Wiped<Vec<u8>>,
     ) -> Result<Self, TransformError> {
         check_name(name)?;
         if seed.len() < SEED_LEN {

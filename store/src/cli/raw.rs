@@ -5,11 +5,11 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::wipe::Wiped;
 use clap::Subcommand;
 
 use super::GlobalArgs;
 use super::open::{Access, open_chain};
+use crate::wipe::Wiped;
 
 /// Raw value commands.
 #[derive(Subcommand, Debug)]

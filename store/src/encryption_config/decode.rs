@@ -5,10 +5,10 @@
 
 use std::fmt;
 
-use crate::wipe::Wiped;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::wipe::Wiped;
 
 /// Decodes `text` into the raw form of the file (nothing validated yet).
 pub(super) fn decode(text: &str) -> Result<RawConfig, ConfigError> {

@@ -6,9 +6,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::wipe::Wiped;
-
 use crate::transform::ProviderKind;
+use crate::wipe::Wiped;
 
 /// A `kms:` provider entry.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,8 +9,9 @@
 //! `illegal base64 data at input byte N` (N counts the input as given,
 //! line breaks included).
 
-use crate::wipe::Wiped;
 use base64::Engine as _;
+
+use crate::wipe::Wiped;
 
 /// Go's `base64.CorruptInputError`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

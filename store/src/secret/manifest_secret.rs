@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::wipe::Wiped;
-
 use super::field_error::go_quote;
 use super::gobase64;
 use super::manifest::{Location, ManifestError, ManifestOptions, check_fields, opt_string};
@@ -14,6 +12,7 @@ use super::model::{ObjectMeta, Secret, SecretValue};
 use super::node::Node;
 use super::timefmt;
 use super::types::SECRET_TYPE_OPAQUE;
+use crate::wipe::Wiped;
 
 pub(super) const SECRET_FIELDS: [&str; 7] = [
     "apiVersion",

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::wipe::Wiped;
 use subtle::ConstantTimeEq;
 
 use super::timefmt;
 use super::types::SECRET_TYPE_OPAQUE;
+use crate::wipe::Wiped;
 
 /// One value of a Secret's `data`: bytes that are wiped when dropped.
 ///

@@ -5,8 +5,9 @@
 
 use std::fmt;
 
-use crate::wipe::Wiped;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::wipe::Wiped;
 
 /// One parsed value.
 pub(crate) enum Node {

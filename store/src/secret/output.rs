@@ -22,11 +22,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use crate::wipe::Wiped;
-
 use super::gobase64;
 use super::model::Secret;
 use super::yaml_out::{YamlValue, YamlWriter};
+use crate::wipe::Wiped;
 
 /// An output format (`-o`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

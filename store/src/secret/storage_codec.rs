@@ -3,10 +3,9 @@
 //! and the default protobuf ([`storage_proto`]).
 //! Reading detects the format; the output buffers are wiped on drop.
 
-use crate::wipe::Wiped;
-
 use super::model::Secret;
 use super::{storage_json, storage_proto};
+use crate::wipe::Wiped;
 
 /// Why stored bytes are not a Secret. No variant carries a data value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -13,14 +13,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::wipe::Wiped;
-
 use super::gobase64;
 use super::model::{ObjectMeta, Secret, SecretValue};
 use super::node::Node;
 use super::storage_codec::DecodeError;
 use super::timefmt;
 use super::types::SECRET_TYPE_OPAQUE;
+use crate::wipe::Wiped;
 
 /// Appends `s` as a Go JSON string (quotes included).
 pub(crate) fn push_json_string(out: &mut String, s: &str) {

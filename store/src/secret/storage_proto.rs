@@ -19,13 +19,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::wipe::{Wipe, Wiped};
 use prost::Message;
 
 use super::model::{ObjectMeta, Secret, SecretValue};
 use super::storage_codec::DecodeError;
 use super::timefmt;
 use super::types::SECRET_TYPE_OPAQUE;
+use crate::wipe::{Wipe, Wiped};
 
 /// The four bytes before a kube-apiserver protobuf object.
 pub(crate) const PROTOBUF_MAGIC: &[u8; 4] = b"k8s\x00";

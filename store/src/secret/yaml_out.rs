@@ -14,9 +14,8 @@
 
 use std::borrow::Cow;
 
-use crate::wipe::Wiped;
-
 use super::yaml_style::{Style, is_break, is_printable, key_order, select_style};
+use crate::wipe::Wiped;
 
 /// A value to print.
 pub(crate) enum YamlValue<'a> {

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::wipe::Wiped;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::consts::U16;
 use cbc::cipher::{
@@ -24,6 +23,7 @@ use cbc::cipher::{
 
 use super::aesgcm::check_key_name;
 use super::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
+use crate::wipe::Wiped;
 
 /// The provider part of the prefix; the key name and `:` follow.
 pub const PREFIX: &str = "k8s:enc:aescbc:v1:";

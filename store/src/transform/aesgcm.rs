@@ -12,11 +12,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::wipe::{Wipe, Wiped};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use super::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
+use crate::wipe::{Wipe, Wiped};
 
 /// The provider part of the prefix; the key name and `:` follow.
 pub const PREFIX: &str = "k8s:enc:aesgcm:v1:";

@@ -13,9 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::wipe::Wiped;
-
 use super::{ENCRYPTED_PREFIX, EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
+use crate::wipe::Wiped;
 
 /// Stores values unencrypted; refuses to open encrypted ones.
 #[derive(Clone, Copy, Debug, Default)]

@@ -10,12 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::wipe::Wiped;
 use crypto_secretbox::XSalsa20Poly1305;
 use crypto_secretbox::aead::{AeadInPlace, KeyInit};
 
 use super::aesgcm::check_key_name;
 use super::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
+use crate::wipe::Wiped;
 
 /// The provider part of the prefix; the key name and `:` follow.
 pub const PREFIX: &str = "k8s:enc:secretbox:v1:";

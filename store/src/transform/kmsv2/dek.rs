@@ -15,11 +15,11 @@
 
 use std::fmt;
 
-use crate::wipe::Wiped;
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
 use ring::hkdf::{HKDF_SHA256, Prk};
 
 use crate::rand;
+use crate::wipe::Wiped;
 
 /// Bytes of a seed we generate (`MinSeedSizeExtendedNonceGCM` upstream).
 pub const SEED_LEN: usize = 32;

@@ -13,7 +13,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::wipe::Wiped;
 use kms_proto::Endpoint;
 use kms_proto::v2::key_management_service_client::KeyManagementServiceClient;
 use kms_proto::v2::{
@@ -27,6 +26,7 @@ use super::validate::{
     validate_key_id,
 };
 use crate::rand;
+use crate::wipe::Wiped;
 
 type Client = KeyManagementServiceClient<Channel>;
 

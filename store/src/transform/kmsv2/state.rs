@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::wipe::Wiped;
 use arc_swap::{ArcSwapOption, Guard};
 
 use super::cache::{CacheKey, cache_key};
 use super::dek::UnwrappedKey;
 use super::envelope::{DekSourceType, EncryptedObjectRef, encode_tail};
+use crate::wipe::Wiped;
 
 /// What every write uses until the key_id changes.
 pub(crate) struct WriteState {

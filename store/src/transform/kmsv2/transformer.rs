@@ -15,7 +15,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::wipe::Wiped;
 use kms_proto::Endpoint;
 use kms_proto::v2::DecryptRequest;
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
@@ -33,6 +32,7 @@ use super::plugin::{PluginCalls, PluginClient};
 use super::state::{StateCell, WriteState};
 use crate::encryption_config::KmsProviderConfig;
 use crate::transform::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
+use crate::wipe::Wiped;
 
 /// What the provider, its poller and its plugin calls share.
 pub(crate) struct Shared {
@@ -202,20 +202,15 @@ impl KmsV2Transformer {
             .ok_or_else(|| "no plugin is attached to this provider".to_string())?;
         match Handle::try_current() {
             Err(_) => Ok(rt.handle().block_on(fut)),
-            Ok(caller) => {
+            Ok(_) => {
                 // Inside someone else's runtime: block_on would panic, so the
                 // provider's runtime runs the call and this thread waits.
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
                 rt.spawn(async move {
                     let _ = tx.send(fut.await);
                 });
-                let wait = move || rx.recv();
-                let got = if caller.runtime_flavor() == RuntimeFlavor::MultiThread {
-                    tokio::task::block_in_place(wait)
-                } else {
-                    wait()
-                };
-                got.map_err(|_| "the provider's runtime stopped".to_string())
+                blocking(move || rx.recv())
+                    .map_err(|_| "the provider's runtime stopped".to_string())
             }
         }
     }
@@ -329,12 +324,7 @@ impl KmsV2Transformer {
         };
         self.shared
             .flights
-            .run(ck, fetch, |wait| match Handle::try_current() {
-                Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                    tokio::task::block_in_place(wait)
-                }
-                _ => wait(),
-            })
+            .run(ck, fetch, |wait| blocking(wait))
             .map_err(|e| {
                 self.kms_error(format!(
                     "cannot unwrap the DEK source of {etcd_key} (key_id {:?}): {e}",
@@ -545,6 +535,18 @@ impl Transformer for KmsV2Transformer {
                 .collect(),
             stored_len: stored.len(),
         })
+    }
+}
+
+/// Runs the blocking `wait` on this thread; inside a multi-threaded tokio
+/// runtime through `block_in_place`, so the runtime's other tasks move on.
+/// (A current-thread runtime has no other worker to hand them to.)
+fn blocking<R>(wait: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
     }
 }
 

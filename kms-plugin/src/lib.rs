@@ -4,33 +4,28 @@
 //! socket; the plugin wraps the apiserver's data-key seeds with a
 //! key-encryption key (KEK) held by a pluggable [`backend`].
 //!
-//! Layout, one concept per module:
-//! - [`service`]: the gRPC service (Status/Encrypt/Decrypt) and error mapping;
-//! - [`backend`]: the key backend seam and its implementations;
-//! - [`keyring`]: versioned KEKs on disk; [`fsutil`]: crash-safe writes;
-//! - [`wire`]: the ciphertext format; [`secret`]: locked key memory;
-//! - [`server`], [`listener`], [`http`], [`health`], [`metrics`],
-//!   [`telemetry`], [`hardening`], [`config`]: running as a daemon;
-//! - [`keycmd`], [`probe`], [`bench`](mod@bench), [`cli`]: the command line.
+//! The crate in three parts (`ARCHITECTURE.md` has the picture):
+//! - the core: [`backend`] (the key backend seam and its implementations),
+//!   [`keyring`] (versioned KEKs on disk), [`wire`] (the ciphertext format),
+//!   `secret` (locked key memory), `fsutil` (crash-safe writes) and
+//!   `hardening` (process hardening);
+//! - `daemon`: `serve` (configuration, the gRPC service, the socket, the
+//!   health/metrics endpoint, logging);
+//! - `cmd`: the command line (`key`, `probe`, `bench`), reached through
+//!   [`main`].
+//!
+//! The KMS contract itself (limits, annotation keys, the checks of Status and
+//! Encrypt answers) lives in [`kms_proto::contract`], shared with the store.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 pub mod backend;
-pub mod bench;
-pub mod cli;
-pub mod config;
-pub mod fsutil;
-pub mod hardening;
-pub mod health;
-pub mod http;
-pub mod keycmd;
+mod cmd;
+mod daemon;
+mod fsutil;
+mod hardening;
 pub mod keyring;
-pub mod limits;
-pub mod listener;
-pub mod metrics;
-pub mod probe;
-pub mod secret;
-pub mod server;
-pub mod service;
-pub mod telemetry;
+mod secret;
 pub mod wire;
+
+pub use cmd::main;

@@ -1,4 +1,4 @@
 //! The `kms-plugin` binary: everything lives in the library.
 fn main() -> std::process::ExitCode {
-    kms_plugin::cli::main()
+    kms_plugin::main()
 }

@@ -16,8 +16,8 @@
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use zeroize::Zeroizing;
 
-use crate::limits::MAX_CIPHERTEXT;
 use crate::secret::SecretKey;
+use kms_proto::contract::MAX_CIPHERTEXT;
 
 /// The first byte of every v1 software-wrapped ciphertext.
 pub const FORMAT_V1: u8 = 0x01;

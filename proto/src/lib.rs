@@ -5,6 +5,8 @@
 //! - [`v1beta1`]: the legacy KMS v1 API.
 //! - [`envelope`]: the `EncryptedObject` kube-apiserver stores behind the
 //!   `k8s:enc:kms:v2:<name>:` prefix.
+//! - [`contract`]: the rules both sides of the socket honour (limits,
+//!   annotation keys, the checks of Status and Encrypt answers, request uids).
 //! - [`endpoint`] and [`client`]: the `unix:///path` / `unix:///@abstract`
 //!   endpoint syntax and a tonic channel over it, shared by the plugin's
 //!   listener, its probe and bench, and the store's KMS provider.
@@ -12,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod contract;
 pub mod endpoint;
 
 /// KMS v2 plugin API (package `v2`).

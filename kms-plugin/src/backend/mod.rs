@@ -166,8 +166,8 @@ pub(crate) fn aead_for_mint(algorithm: &str) -> Result<crate::wire::Algorithm, B
 }
 
 /// Opens the backend `serve` was configured with.
-pub fn open(cfg: &crate::config::ServeConfig) -> Result<Arc<dyn KeyBackend>, BackendError> {
-    use crate::config::BackendKind;
+pub fn open(cfg: &crate::daemon::config::ServeConfig) -> Result<Arc<dyn KeyBackend>, BackendError> {
+    use crate::daemon::config::BackendKind;
     match cfg.backend {
         BackendKind::Software => Ok(Arc::new(software::SoftwareBackend::open(&cfg.keyring)?)),
         kind @ (BackendKind::TpmSealed | BackendKind::TpmResident) => {

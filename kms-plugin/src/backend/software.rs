@@ -114,7 +114,7 @@ impl LoadedRing {
         match self.keys.get(key_id) {
             Some(Some(k)) => Ok(k),
             Some(None) => Err(BackendError::Retired(key_id.to_string())),
-            None => Err(BackendError::UnknownKeyId(crate::limits::printable(
+            None => Err(BackendError::UnknownKeyId(kms_proto::contract::printable(
                 key_id, 128,
             ))),
         }

@@ -227,7 +227,7 @@ impl Keyring {
                     k.version, self.next_version
                 ));
             }
-            if k.key_id.is_empty() || k.key_id.len() > crate::limits::MAX_KEY_ID {
+            if k.key_id.is_empty() || k.key_id.len() > kms_proto::contract::MAX_KEY_ID {
                 return Err(format!("key version {} has an invalid key_id", k.version));
             }
             if !ids.insert(k.key_id.as_str()) {

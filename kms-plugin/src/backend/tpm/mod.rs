@@ -233,7 +233,7 @@ pub fn inherited_options(
 
 /// Starts the worker for `tcti` and opens the `serve` backend of `kind`.
 pub fn open(
-    kind: crate::config::BackendKind,
+    kind: crate::daemon::config::BackendKind,
     dir: &std::path::Path,
     tcti: &str,
 ) -> Result<Arc<dyn super::KeyBackend>, BackendError> {
@@ -243,13 +243,13 @@ pub fn open(
         .map_err(|e| BackendError::Internal(format!("tcti={tcti:?} is not valid: {e}")))?;
     let worker = worker::Worker::spawn(tcti);
     match kind {
-        crate::config::BackendKind::TpmSealed => {
+        crate::daemon::config::BackendKind::TpmSealed => {
             Ok(Arc::new(sealed::SealedBackend::open(dir, worker)?))
         }
-        crate::config::BackendKind::TpmResident => {
+        crate::daemon::config::BackendKind::TpmResident => {
             Ok(Arc::new(resident::ResidentBackend::open(dir, worker)?))
         }
-        crate::config::BackendKind::Software => Err(BackendError::Internal(
+        crate::daemon::config::BackendKind::Software => Err(BackendError::Internal(
             "the software backend is not a TPM backend".into(),
         )),
     }

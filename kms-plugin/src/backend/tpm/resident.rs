@@ -46,7 +46,7 @@ use super::worker::Worker;
 use super::{MintOptions, TpmError, is_policy_failure, tss};
 use crate::backend::{BackendError, KeyBackend, KeyMinter, MintedKey, Refresh, Wrapped};
 use crate::keyring::{self, KeyEntry, KeyState, Keyring, Material};
-use crate::limits::MAX_CIPHERTEXT;
+use kms_proto::contract::MAX_CIPHERTEXT;
 
 /// The backend name in rings and flags.
 pub const NAME: &str = "tpm-resident";
@@ -551,7 +551,7 @@ impl KeyBackend for ResidentBackend {
             Some(Some(k)) => k.clone(),
             Some(None) => return Err(BackendError::Retired(key_id.to_string())),
             None => {
-                return Err(BackendError::UnknownKeyId(crate::limits::printable(
+                return Err(BackendError::UnknownKeyId(kms_proto::contract::printable(
                     key_id, 128,
                 )));
             }

@@ -414,7 +414,7 @@ impl KeyBackend for SealedBackend {
             Some(Slot::Ready(k)) => Ok(wire::open(k.alg, &k.key, &k.key_id, ciphertext)?),
             Some(Slot::Retired) => Err(BackendError::Retired(key_id.to_string())),
             Some(Slot::Broken(reason)) => Err(BackendError::Unavailable(reason.clone())),
-            None => Err(BackendError::UnknownKeyId(crate::limits::printable(
+            None => Err(BackendError::UnknownKeyId(kms_proto::contract::printable(
                 key_id, 128,
             ))),
         }

@@ -128,7 +128,10 @@ pub fn run(cmd: KeyCommand) -> Result<(), anyhow::Error> {
             shareable,
         } => {
             let opts = tpm::MintOptions {
-                pcrs: pcrs.as_deref().map(crate::config::parse_pcrs).transpose()?,
+                pcrs: pcrs
+                    .as_deref()
+                    .map(crate::daemon::config::parse_pcrs)
+                    .transpose()?,
                 shareable,
             };
             init(&ring, &backend, algorithm.as_deref(), opts)
@@ -171,7 +174,7 @@ fn mint_entry(
 
 fn minter_config(args: &RingArgs, opts: tpm::MintOptions) -> anyhow::Result<MinterConfig> {
     if let Some(t) = &args.tcti {
-        crate::config::parse_tcti(t)?;
+        crate::daemon::config::parse_tcti(t)?;
     }
     Ok(MinterConfig {
         tcti: args.tcti.clone(),
@@ -222,7 +225,7 @@ fn rotate(
     let mut ring = Keyring::load(&args.keyring)?;
     let opts = if ring.backend == backend::software::NAME {
         tpm::MintOptions {
-            pcrs: pcrs.map(crate::config::parse_pcrs).transpose()?,
+            pcrs: pcrs.map(crate::daemon::config::parse_pcrs).transpose()?,
             shareable: shareable.unwrap_or(false),
         }
     } else {
@@ -234,7 +237,7 @@ fn rotate(
         tpm::MintOptions {
             pcrs: match pcrs {
                 Some("none") => None,
-                Some(p) => Some(crate::config::parse_pcrs(p)?),
+                Some(p) => Some(crate::daemon::config::parse_pcrs(p)?),
                 None => inherited.pcrs,
             },
             shareable: shareable.unwrap_or(inherited.shareable),
@@ -347,7 +350,9 @@ fn tpm_worker(tcti: Option<&str>) -> anyhow::Result<std::sync::Arc<tpm::worker::
         )
     })?;
     tpm::quiet_tss_logging();
-    Ok(tpm::worker::Worker::spawn(crate::config::parse_tcti(t)?))
+    Ok(tpm::worker::Worker::spawn(
+        crate::daemon::config::parse_tcti(t)?,
+    ))
 }
 
 fn export_target(tcti: Option<&str>, output: Option<PathBuf>) -> anyhow::Result<()> {

@@ -9,8 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::health::{HEALTHY, Health};
-use crate::metrics::Metrics;
+use crate::daemon::health::{HEALTHY, Health};
+use crate::daemon::metrics::Metrics;
 
 #[derive(Clone)]
 struct AppState {

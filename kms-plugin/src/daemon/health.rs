@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::KeyBackend;
-use crate::metrics::Metrics;
+use crate::daemon::metrics::Metrics;
 
 /// What Status reports when healthy: exactly what kube-apiserver expects.
-pub const HEALTHY: &str = "ok";
+pub(crate) use kms_proto::contract::HEALTHZ_OK as HEALTHY;
 
 struct Cached {
     at: Instant,
@@ -60,7 +60,7 @@ impl Health {
                 self.metrics.backend_error("self-test");
                 let reason = format!("{} backend self-test failed: {e}", self.backend.kind());
                 tracing::warn!(reason = %reason, "backend unhealthy");
-                crate::limits::printable(&reason, 200).into()
+                kms_proto::contract::printable(&reason, 200).into()
             }
         };
         self.metrics.set_healthy(&*verdict == HEALTHY);

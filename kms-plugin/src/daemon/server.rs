@@ -9,12 +9,12 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::backend::{self, KeyBackend};
-use crate::config::ServeConfig;
-use crate::health::Health;
-use crate::limits::MAX_REQUEST_BYTES;
-use crate::listener;
-use crate::metrics::Metrics;
-use crate::service::KmsService;
+use crate::daemon::config::ServeConfig;
+use crate::daemon::health::Health;
+use crate::daemon::listener;
+use crate::daemon::metrics::Metrics;
+use crate::daemon::service::KmsService;
+use kms_proto::contract::MAX_REQUEST_BYTES;
 
 /// Everything `serve` needs, prepared before the runtime starts.
 pub struct Prepared {
@@ -134,7 +134,7 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
             let (h, m) = (health.clone(), metrics.clone());
             tracing::info!(%addr, "serving /healthz, /livez and /metrics");
             Some(tokio::spawn(async move {
-                if let Err(e) = crate::http::serve(l, h, m, async move {
+                if let Err(e) = crate::daemon::http::serve(l, h, m, async move {
                     let _ = rx.recv().await;
                 })
                 .await

@@ -10,7 +10,7 @@ use kms_proto::Endpoint;
 
 use crate::backend::tpm::Tcti;
 use crate::backend::tpm::policy::PcrPolicy;
-use crate::telemetry::LogFormat;
+use crate::daemon::telemetry::LogFormat;
 
 /// Which key backend serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,7 +278,10 @@ impl ServeConfig {
                         "abstract sockets have no file permissions",
                     ));
                 }
-                Some(crate::listener::resolve_group(&g).map_err(|e| bad("socket-group", &g, e))?)
+                Some(
+                    crate::daemon::listener::resolve_group(&g)
+                        .map_err(|e| bad("socket-group", &g, e))?,
+                )
             }
             None => None,
         };

@@ -20,12 +20,14 @@ use tracing::field::Empty;
 use zeroize::Zeroizing;
 
 use crate::backend::{BackendError, KeyBackend};
-use crate::health::Health;
-use crate::limits::{self, ANNOTATION_DOMAIN, MAX_CIPHERTEXT, MAX_KEY_ID, MAX_UID, printable};
-use crate::metrics::{Metrics, code_name};
+use crate::daemon::health::Health;
+use crate::daemon::metrics::{Metrics, code_name};
+use kms_proto::contract::{
+    self, API_VERSION, MAX_CIPHERTEXT, MAX_KEY_ID, MAX_UID, check_len, printable,
+};
 
-/// The API version reported in Status.
-pub const API_VERSION: &str = "v2";
+/// The domain this plugin's annotation keys live under.
+pub const ANNOTATION_DOMAIN: &str = "kms-plugin.k8s-at-rest.io";
 
 /// The service state shared by all connections.
 pub struct KmsService {
@@ -85,13 +87,11 @@ fn invalid(msg: impl Into<String>) -> Status {
 }
 
 fn check_uid(uid: &str) -> Result<(), Status> {
-    if uid.len() > MAX_UID {
-        return Err(invalid(format!(
-            "uid is {} bytes, the limit is {MAX_UID}",
-            uid.len()
-        )));
+    // An empty uid is allowed: it is only a correlation id.
+    if uid.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    check_len("uid", uid.len(), MAX_UID).map_err(|e| invalid(e.to_string()))
 }
 
 /// Maps a backend error to what the client sees. The one place where
@@ -197,25 +197,16 @@ impl KeyManagementService for KmsService {
         let span = tracing::debug_span!("rpc", kms.op = "decrypt", kms.uid = %printable(&req.uid, 64), kms.key_id = %printable(&req.key_id, 128), grpc.code = Empty, latency_us = Empty);
         let result = async {
             check_uid(&req.uid)?;
-            if req.ciphertext.is_empty() {
-                return Err(invalid("ciphertext is empty"));
-            }
-            if req.ciphertext.len() > MAX_CIPHERTEXT {
-                return Err(invalid(format!(
-                    "ciphertext is {} bytes, the limit is {MAX_CIPHERTEXT}",
-                    req.ciphertext.len()
-                )));
-            }
-            if req.key_id.is_empty() {
-                return Err(invalid("key_id is empty"));
-            }
-            if req.key_id.len() > MAX_KEY_ID {
-                return Err(invalid(format!(
-                    "key_id is {} bytes, the limit is {MAX_KEY_ID}",
-                    req.key_id.len()
-                )));
-            }
-            limits::validate_annotations(&req.annotations).map_err(invalid)?;
+            check_len("ciphertext", req.ciphertext.len(), MAX_CIPHERTEXT)
+                .map_err(|e| invalid(e.to_string()))?;
+            check_len("key_id", req.key_id.len(), MAX_KEY_ID)
+                .map_err(|e| invalid(e.to_string()))?;
+            contract::validate_annotations(
+                req.annotations
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_slice())),
+            )
+            .map_err(invalid)?;
             let plaintext = self
                 .backend
                 .decrypt(&req.key_id, &req.ciphertext)

@@ -169,7 +169,7 @@ async fn phase(
 /// Runs every phase and prints the table.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Vec<PhaseResult>> {
     let ep = Endpoint::parse(&args.listen_addr).map_err(|e| anyhow::anyhow!("listen-addr={e}"))?;
-    let duration = crate::config::parse_duration("duration", &args.duration)?;
+    let duration = crate::daemon::config::parse_duration("duration", &args.duration)?;
     let warmup = humantime::parse_duration(&args.warmup)
         .map_err(|e| anyhow::anyhow!("warmup={:?} is not valid: {e}", args.warmup))?;
     if args.concurrency.iter().any(|&c| c == 0 || c > 1024) {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use kms_proto::Endpoint;
 use kms_proto::v2::{DecryptRequest, EncryptRequest, StatusRequest};
 
-use crate::limits::{self, MAX_CIPHERTEXT, MAX_KEY_ID};
+use kms_proto::contract;
 
 /// `probe` flags.
 #[derive(clap::Args, Debug)]
@@ -31,7 +31,7 @@ fn line(step: &str, what: impl std::fmt::Display) {
 /// Runs the probe; returns whether the plugin is healthy for kube-apiserver.
 pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
     let ep = Endpoint::parse(&args.listen_addr).map_err(|e| anyhow::anyhow!("listen-addr={e}"))?;
-    let timeout = crate::config::parse_duration("timeout", &args.timeout)?;
+    let timeout = crate::daemon::config::parse_duration("timeout", &args.timeout)?;
     line("endpoint", &ep);
 
     if let Some(p) = ep.path() {
@@ -114,25 +114,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
             ms(t.elapsed())
         ),
     );
-    let mut problems = Vec::new();
-    if status.version != "v2" && status.version != "v2beta1" {
-        problems.push(format!(
-            "version {:?}: kube-apiserver expects v2",
-            status.version
-        ));
-    }
-    if status.healthz != "ok" {
-        problems.push(format!(
-            "healthz {:?}: kube-apiserver expects exactly \"ok\"",
-            status.healthz
-        ));
-    }
-    if status.key_id.is_empty() || status.key_id.len() > MAX_KEY_ID {
-        problems.push(format!(
-            "key_id is {} bytes: must be 1..={MAX_KEY_ID}",
-            status.key_id.len()
-        ));
-    }
+    let mut problems = contract::status_problems(&status);
 
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut seed[..])?;
@@ -168,21 +150,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
             ms(t.elapsed())
         ),
     );
-    if enc.key_id != status.key_id {
-        problems.push(format!(
-            "Encrypt key_id {:?} differs from Status key_id {:?}: kube-apiserver rejects this",
-            enc.key_id, status.key_id
-        ));
-    }
-    if enc.ciphertext.is_empty() || enc.ciphertext.len() > MAX_CIPHERTEXT {
-        problems.push(format!(
-            "ciphertext is {} bytes: must be 1..={MAX_CIPHERTEXT}",
-            enc.ciphertext.len()
-        ));
-    }
-    if let Err(e) = limits::validate_annotations(&enc.annotations) {
-        problems.push(e);
-    }
+    problems.extend(contract::encrypt_problems(&enc, &status.key_id));
 
     let t = Instant::now();
     match client

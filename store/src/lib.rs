@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cli;
 pub mod encryption_config;
+mod k8s;
 pub mod migrate;
 pub mod rand;
 pub mod rewrap;

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::k8s::new_uid;
 use crate::secret::{self, InvalidError, Secret, Warning};
 use crate::storage::{self, Precondition, StorageEngine, StorageError, Versioned};
 use crate::transform::chain::TransformerChain;
@@ -146,21 +147,6 @@ pub struct SecretStore {
     chain: Arc<TransformerChain>,
     /// `<etcd prefix>/secrets/`: keys, listings and the encryption context.
     secrets_prefix: String,
-}
-
-fn new_uid() -> String {
-    let mut b: [u8; 16] = crate::rand::array();
-    b[6] = (b[6] & 0x0f) | 0x40; // version 4
-    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 impl SecretStore {
@@ -378,15 +364,6 @@ impl SecretStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uids_are_v4() {
-        let u = new_uid();
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
-        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
-        assert_ne!(new_uid(), u);
-    }
 
     #[test]
     fn keys_split_back() {

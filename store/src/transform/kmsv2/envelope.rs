@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::validate::{validate_annotations, validate_encrypted_dek_source, validate_key_id};
+use kms_proto::contract::{validate_annotations, validate_ciphertext, validate_key_id};
 
 /// The prefix every KMS v2 value starts with, before the provider name.
 pub const KMS_V2_PREFIX: &[u8] = b"k8s:enc:kms:v2:";
@@ -186,7 +186,7 @@ fn validate_object(o: &EncryptedObjectRef<'_>) -> Result<(), EnvelopeError> {
     if o.encrypted_data.is_empty() {
         return Err(EnvelopeError::Invalid("encrypted data is empty".into()));
     }
-    validate_encrypted_dek_source(o.encrypted_dek_source).map_err(|e| {
+    validate_ciphertext(o.encrypted_dek_source).map_err(|e| {
         EnvelopeError::Invalid(format!("failed to validate encrypted DEK source: {e}"))
     })?;
     validate_key_id(o.key_id)
@@ -505,7 +505,7 @@ mod tests {
                     key_id: "k".repeat(1025),
                     ..base.clone()
                 },
-                "exceeds",
+                "keyID is 1025 bytes",
             ),
             (
                 EncryptedObject {
@@ -519,7 +519,7 @@ mod tests {
                     encrypted_dek_source: vec![1; 1025],
                     ..base.clone()
                 },
-                "exceeds",
+                "encrypted DEK source is 1025 bytes",
             ),
             (
                 EncryptedObject {

@@ -14,8 +14,9 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime};
 
+use kms_proto::contract::{validate_encrypt, validate_status};
+
 use super::dek::generate_seed;
-use super::plugin::{validate_encrypt, validate_status};
 use super::state::WriteState;
 use super::transformer::Shared;
 

@@ -4,12 +4,12 @@
 //! - [`envelope`]: the stored form, `k8s:enc:kms:v2:<name>:` ‖ protobuf
 //!   `EncryptedObject`, decoded zero-copy and validated as upstream;
 //!   [`parse_envelope`] is the entry point for inspection and fuzzing.
-//! - [`validate`]: upstream's limits on key_ids, DEK sources and annotations.
 //! - `dek`: HKDF-SHA256 Expand and AES-256-GCM, the per-value hot path.
 //! - `cache`: unwrapped seeds and DEKs by upstream's cache key.
 //! - `flight`: one plugin Decrypt per DEK source at a time.
-//! - `plugin`: the gRPC client (Status, Encrypt, Decrypt, timeouts) and the
-//!   checks made of every answer.
+//! - `plugin`: the gRPC client (Status, Encrypt, Decrypt, timeouts); every
+//!   answer and every stored object is checked by the KMS contract
+//!   ([`kms_proto::contract`]).
 //! - `state`: the current write state, swapped atomically.
 //! - `health`: the Status poller, seed rotation and the write window.
 //! - [`KmsV2Transformer`]: all of it behind the store's synchronous
@@ -24,7 +24,6 @@ mod options;
 mod plugin;
 mod state;
 mod transformer;
-pub mod validate;
 
 pub use envelope::{DekSourceType, EncryptedObjectRef, Envelope, EnvelopeError, parse_envelope};
 pub use health::KmsHealth;

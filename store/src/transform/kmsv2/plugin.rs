@@ -21,11 +21,7 @@ use kms_proto::v2::{
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::validate::{
-    HEALTHZ_OK, SUPPORTED_VERSIONS, validate_annotations, validate_encrypted_dek_source,
-    validate_key_id,
-};
-use crate::rand;
+use crate::k8s::new_uid;
 use crate::wipe::Wiped;
 
 type Client = KeyManagementServiceClient<Channel>;
@@ -77,7 +73,7 @@ impl PluginClient {
         }
     }
 
-    /// `Status`, unchecked (see [`validate_status`]).
+    /// `Status`, unchecked (see [`kms_proto::contract::validate_status`]).
     pub(crate) async fn status(&self) -> Result<StatusResponse, String> {
         self.counters.status.fetch_add(1, Ordering::Relaxed);
         self.call(
@@ -87,7 +83,7 @@ impl PluginClient {
         .await
     }
 
-    /// `Encrypt` of a new seed, unchecked (see [`validate_encrypt`]).
+    /// `Encrypt` of a new seed, unchecked (see [`kms_proto::contract::validate_encrypt`]).
     ///
     /// The request message is handed to tonic by value and encoded into its
     /// send buffer; that copy of the seed is not wiped by us.
@@ -180,62 +176,6 @@ impl PluginClient {
     }
 }
 
-/// Checks a Status answer as the apiserver does: a supported version,
-/// `healthz` exactly `ok`, a valid `key_id`.
-pub(crate) fn validate_status(s: &StatusResponse) -> Result<(), String> {
-    if !SUPPORTED_VERSIONS.contains(&s.version.as_str()) {
-        return Err(format!(
-            "Status answered version {:?}; expected {:?} or {:?}",
-            s.version, SUPPORTED_VERSIONS[0], SUPPORTED_VERSIONS[1]
-        ));
-    }
-    if s.healthz != HEALTHZ_OK {
-        return Err(format!(
-            "Status answered healthz {:?}; the plugin is healthy only when it answers {HEALTHZ_OK:?}",
-            s.healthz
-        ));
-    }
-    validate_key_id(&s.key_id).map_err(|e| format!("Status answered an invalid key_id: {e}"))
-}
-
-/// Checks an Encrypt answer as the apiserver does before writing with the
-/// new seed: a valid ciphertext and key_id, valid annotations, and the
-/// key_id the last Status reported.
-pub(crate) fn validate_encrypt(r: &EncryptResponse, status_key_id: &str) -> Result<(), String> {
-    validate_encrypted_dek_source(&r.ciphertext)
-        .map_err(|e| format!("Encrypt answered an unusable ciphertext: {e}"))?;
-    validate_key_id(&r.key_id).map_err(|e| format!("Encrypt answered an invalid key_id: {e}"))?;
-    validate_annotations(
-        r.annotations
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice())),
-    )
-    .map_err(|e| format!("Encrypt answered invalid annotations: {e}"))?;
-    if r.key_id != status_key_id {
-        return Err(format!(
-            "Encrypt answered key_id {:?} but Status reported {:?}; the new DEK seed is not used (the apiserver rejects such a rotation)",
-            r.key_id, status_key_id
-        ));
-    }
-    Ok(())
-}
-
-/// A random (version 4) UUID for the request's `uid`, as logged by plugins.
-fn new_uid() -> String {
-    let mut b = rand::array::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
 fn describe_status(s: &tonic::Status) -> String {
     let mut out = format!("{:?}", s.code());
     if !s.message().is_empty() {
@@ -267,76 +207,6 @@ fn error_chain(e: &dyn StdError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    fn status(version: &str, healthz: &str, key_id: &str) -> StatusResponse {
-        StatusResponse {
-            version: version.into(),
-            healthz: healthz.into(),
-            key_id: key_id.into(),
-        }
-    }
-
-    #[test]
-    fn status_checks() {
-        assert!(validate_status(&status("v2", "ok", "k")).is_ok());
-        assert!(validate_status(&status("v2beta1", "ok", "k")).is_ok());
-        assert!(
-            validate_status(&status("v1", "ok", "k"))
-                .unwrap_err()
-                .contains("version \"v1\"")
-        );
-        assert!(
-            validate_status(&status("v2", "OK", "k"))
-                .unwrap_err()
-                .contains("healthz \"OK\"")
-        );
-        assert!(
-            validate_status(&status("v2", "ok", ""))
-                .unwrap_err()
-                .contains("keyID is empty")
-        );
-        assert!(validate_status(&status("v2", "ok", &"k".repeat(1025))).is_err());
-    }
-
-    #[test]
-    fn encrypt_checks() {
-        let good = EncryptResponse {
-            ciphertext: vec![1; 60],
-            key_id: "k".into(),
-            annotations: BTreeMap::new(),
-        };
-        assert!(validate_encrypt(&good, "k").is_ok());
-        let e = validate_encrypt(&good, "other").unwrap_err();
-        assert!(e.contains("\"k\"") && e.contains("\"other\""), "{e}");
-        let empty = EncryptResponse {
-            ciphertext: vec![],
-            ..good.clone()
-        };
-        assert!(validate_encrypt(&empty, "k").unwrap_err().contains("empty"));
-        let big = EncryptResponse {
-            ciphertext: vec![1; 1025],
-            ..good.clone()
-        };
-        assert!(validate_encrypt(&big, "k").unwrap_err().contains("1025"));
-        let ann = EncryptResponse {
-            annotations: [("not-fqdn".to_string(), vec![])].into(),
-            ..good.clone()
-        };
-        assert!(
-            validate_encrypt(&ann, "k")
-                .unwrap_err()
-                .contains("not-fqdn")
-        );
-    }
-
-    #[test]
-    fn uids_are_v4_uuids() {
-        let u = new_uid();
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
-        assert_ne!(u, new_uid());
-    }
 
     #[tokio::test]
     async fn an_absent_socket_fails_within_the_timeout() {

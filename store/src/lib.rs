@@ -11,6 +11,7 @@ pub mod encryption_config;
 mod k8s;
 pub mod migrate;
 pub mod rand;
+pub mod runtime;
 pub mod rewrap;
 pub mod secret;
 pub mod storage;

@@ -334,7 +334,7 @@ pub fn migrate(
     Ok(report)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "rocksdb"))]
 mod tests {
     use super::*;
     use crate::storage::rocks::RocksEngine;

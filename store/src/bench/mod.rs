@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::secret::{Secret, SecretValue};
 use crate::storage::StorageEngine;
-use crate::storage::etcd::{EtcdConfig, EtcdEngine};
-use crate::storage::rocks::RocksEngine;
+use crate::storage::EngineSpec;
+use crate::storage::etcd::EtcdConfig;
 use crate::store::SecretStore;
 use crate::transform::Transformer;
 use crate::transform::aesgcm::AesGcmTransformer;
@@ -270,10 +270,14 @@ struct Target<'a> {
 
 impl Target<'_> {
     fn open(&self, clocks: &Clocks) -> anyhow::Result<Arc<dyn StorageEngine>> {
-        let inner: Arc<dyn StorageEngine> = match self.engine {
-            BenchEngine::Rocks => Arc::new(RocksEngine::open(&self.db, false)?),
-            BenchEngine::Etcd(c) => Arc::new(EtcdEngine::open(c)?),
-        };
+        let inner = match self.engine {
+            BenchEngine::Rocks => EngineSpec::Rocks {
+                dir: self.db.clone(),
+                sync: false,
+            },
+            BenchEngine::Etcd(c) => EngineSpec::Etcd(c.clone()),
+        }
+        .open()?;
         Ok(Arc::new(timing::TimedEngine {
             inner,
             clock: clocks.storage.clone(),
@@ -392,7 +396,14 @@ struct EtcdCleanup {
 
 impl Drop for EtcdCleanup {
     fn drop(&mut self) {
-        let done = EtcdEngine::open(&self.config).and_then(|e| e.delete_prefix(&self.prefix));
+        #[cfg(feature = "etcd")]
+        let done = crate::storage::etcd::EtcdEngine::open(&self.config)
+            .and_then(|e| e.delete_prefix(&self.prefix));
+        #[cfg(not(feature = "etcd"))]
+        let done: Result<u64, crate::storage::StorageError> = {
+            let _ = &self.config;
+            Err(crate::storage::StorageError::NotBuilt("etcd"))
+        };
         if let Err(e) = done {
             eprintln!(
                 "bench: could not delete its etcd keys under {}: {e}",

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::open::{EngineSpec, etcd_config, open_spec};
+use super::open::{etcd_config, open_spec};
+use crate::storage::EngineSpec;
 use super::{Bar, GlobalArgs};
 use crate::migrate::{MigrateOptions, migrate};
 use crate::store::secrets_prefix_for;

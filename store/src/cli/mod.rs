@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use open::{Access, EngineSpec, etcd_config, open_chain, open_engine, open_spec};
+pub use crate::storage::EngineSpec;
+pub use open::{Access, etcd_config, open_chain, open_engine, open_spec};
 
 /// A reference store for Kubernetes Secrets: validates them as kube-apiserver
 /// does, encrypts them byte-compatibly with it (KMS v2, aesgcm, aescbc,

@@ -1,15 +1,13 @@
 //! Opening the engine and the provider chain from the global flags.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::GlobalArgs;
 use crate::encryption_config::EncryptionConfiguration;
-use crate::storage::StorageEngine;
-use crate::storage::etcd::{EtcdConfig, EtcdEngine, EtcdTls, split_endpoints};
-use crate::storage::rocks::RocksEngine;
+use crate::storage::etcd::{EtcdConfig, EtcdTls, split_endpoints};
+use crate::storage::{EngineSpec, StorageEngine};
 use crate::store::SecretStore;
 use crate::transform::chain::TransformerChain;
 use crate::transform::identity::IdentityTransformer;
@@ -25,29 +23,6 @@ pub enum Access {
     Read,
     /// Writes.
     Write,
-}
-
-/// Which engine, and where.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EngineSpec {
-    /// RocksDB in a directory.
-    Rocks {
-        /// The database directory.
-        dir: PathBuf,
-        /// fsync every write.
-        sync: bool,
-    },
-    /// An etcd cluster.
-    Etcd(EtcdConfig),
-}
-
-impl std::fmt::Display for EngineSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EngineSpec::Rocks { dir, .. } => write!(f, "rocksdb:{}", dir.display()),
-            EngineSpec::Etcd(c) => write!(f, "etcd:{}", c.endpoints_list()),
-        }
-    }
 }
 
 fn tls_flags(g: &GlobalArgs) -> EtcdTls {
@@ -94,10 +69,7 @@ pub fn engine_spec(g: &GlobalArgs) -> anyhow::Result<EngineSpec> {
 
 /// Opens an engine.
 pub fn open_spec(spec: &EngineSpec) -> anyhow::Result<Arc<dyn StorageEngine>> {
-    Ok(match spec {
-        EngineSpec::Rocks { dir, sync } => Arc::new(RocksEngine::open(dir, *sync)?),
-        EngineSpec::Etcd(c) => Arc::new(EtcdEngine::open(c)?),
-    })
+    Ok(spec.open()?)
 }
 
 /// The engine named by the flags.

@@ -8,7 +8,11 @@
 //! value.
 
 pub mod etcd;
+mod open;
+#[cfg(feature = "rocksdb")]
 pub mod rocks;
+
+pub use open::EngineSpec;
 
 /// One stored value with its revisions.
 #[derive(Clone)]
@@ -80,6 +84,12 @@ pub enum StorageError {
     /// Anything else from the engine.
     #[error("{0}")]
     Engine(String),
+    /// The engine was left out of this build (its cargo feature is off).
+    #[error("this secret-store was built without the {0} engine (cargo feature {0:?})")]
+    NotBuilt(&'static str),
+    /// The async runtime the engine's client runs on failed.
+    #[error("the storage engine's client cannot run")]
+    Runtime(#[from] crate::runtime::RuntimeError),
 }
 
 /// A storage engine.

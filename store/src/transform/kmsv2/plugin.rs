@@ -190,7 +190,7 @@ fn describe_status(s: &tonic::Status) -> String {
 }
 
 /// An error and its causes, `: `-separated, without repeats.
-fn error_chain(e: &dyn StdError) -> String {
+pub(super) fn error_chain(e: &dyn StdError) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -1,23 +1,22 @@
 //! [`KmsV2Transformer`]: the `kms` provider with `apiVersion: v2`, as the
 //! store's synchronous [`Transformer`].
 //!
-//! The provider owns a one-worker tokio runtime that runs the Status poller
-//! and the plugin calls. `seal` never calls the plugin: it uses the current
+//! The Status poller and the plugin calls run on the store's shared runtime
+//! ([`crate::runtime`]). `seal` never calls the plugin: it uses the current
 //! write state. `open` calls the plugin (Decrypt) only when the DEK source is
 //! not in the cache, and then blocks the calling thread until the answer or
 //! the per-call timeout. Both are meant for plain threads; called from inside
-//! a tokio runtime, a cache miss hands the call to the provider's runtime and
+//! a tokio runtime, a cache miss hands the call to the shared runtime and
 //! waits for it (inside `block_in_place` on a multi-thread runtime), so it
 //! works but blocks that runtime's thread for up to the timeout.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use kms_proto::Endpoint;
 use kms_proto::v2::DecryptRequest;
-use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
+use tokio::task::AbortHandle;
 
 use super::cache::{CacheKey, DekCache, cache_key_of};
 use super::dek::{OpenError, SEED_LEN, SEED_OVERHEAD, UnwrappedKey, seal_seed_into};
@@ -28,9 +27,10 @@ use super::envelope::{
 use super::flight::Flights;
 use super::health::{HealthRecord, KmsHealth, poll};
 use super::options::{DEFAULT_CALL_TIMEOUT, KmsOptions};
-use super::plugin::{PluginCalls, PluginClient};
+use super::plugin::{PluginCalls, PluginClient, error_chain};
 use super::state::{StateCell, WriteState};
 use crate::encryption_config::KmsProviderConfig;
+use crate::runtime;
 use crate::transform::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
 use crate::wipe::Wiped;
 
@@ -52,10 +52,10 @@ pub(crate) struct Shared {
 /// The KMS v2 envelope provider: encrypts each value with a key derived from
 /// a DEK seed that the KMS plugin wraps, exactly as kube-apiserver does.
 ///
-/// Dropping it stops its poller and runtime; the seeds it holds are wiped.
+/// Dropping it stops its poller; the seeds it holds are wiped.
 pub struct KmsV2Transformer {
     shared: Arc<Shared>,
-    runtime: Option<Runtime>,
+    poller: Option<AbortHandle>,
 }
 
 impl std::fmt::Debug for KmsV2Transformer {
@@ -76,7 +76,7 @@ impl KmsV2Transformer {
     /// and [`TransformError::Kms`] (naming the endpoint and what went wrong)
     /// when the plugin is unreachable, unhealthy or answers badly.
     pub fn new(config: &KmsProviderConfig, options: KmsOptions) -> Result<Self, TransformError> {
-        let t = Self::start(config, options)?;
+        let mut t = Self::start(config, options)?;
         let shared = Arc::clone(&t.shared);
         t.run(async move { shared.check().await })
             .and_then(|r| r)
@@ -87,7 +87,7 @@ impl KmsV2Transformer {
                     t.shared.endpoint
                 ),
             })?;
-        t.spawn_poller();
+        t.spawn_poller()?;
         Ok(t)
     }
 
@@ -100,18 +100,19 @@ impl KmsV2Transformer {
         config: &KmsProviderConfig,
         options: KmsOptions,
     ) -> Result<Self, TransformError> {
-        let t = Self::start(config, options)?;
+        let mut t = Self::start(config, options)?;
         let shared = Arc::clone(&t.shared);
         let _ = t.run(async move { shared.check().await });
-        t.spawn_poller();
+        t.spawn_poller()?;
         Ok(t)
     }
 
-    /// A provider with a fixed seed and no plugin, for benchmarks and tests:
-    /// seals with `seed` under `key_id` (wrapped form
+    /// A provider with a fixed seed and no plugin, for benchmarks, tests and
+    /// fuzz targets only (cargo feature `test-support`, never on in a
+    /// release build): seals with `seed` under `key_id` (wrapped form
     /// `encrypted_dek_source`), never refuses a write, opens what it sealed,
     /// and fails any read that would need the plugin.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-support"))]
     pub fn from_seed_for_bench(
         name: &str,
         key_id: &str,
@@ -142,7 +143,7 @@ impl KmsV2Transformer {
             .install(st, Instant::now(), std::time::Duration::MAX);
         Ok(KmsV2Transformer {
             shared,
-            runtime: None,
+            poller: None,
         })
     }
 
@@ -162,15 +163,6 @@ impl KmsV2Transformer {
         } else {
             config.timeout
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(format!("kms-{}", config.name))
-            .enable_all()
-            .build()
-            .map_err(|e| TransformError::Kms {
-                provider: config.name.clone(),
-                reason: format!("cannot start the runtime for plugin calls: {e}"),
-            })?;
         let plugin = Arc::new(PluginClient::new(endpoint.clone(), timeout));
         let shared = Arc::new(Shared::new(
             &config.name,
@@ -180,39 +172,24 @@ impl KmsV2Transformer {
         ));
         Ok(KmsV2Transformer {
             shared,
-            runtime: Some(runtime),
+            poller: None,
         })
     }
 
-    fn spawn_poller(&self) {
-        if let Some(rt) = &self.runtime {
-            rt.spawn(poll(Arc::downgrade(&self.shared)));
-        }
+    fn spawn_poller(&mut self) -> Result<(), TransformError> {
+        let rt = runtime::shared().map_err(|e| self.kms_error(error_chain(&e)))?;
+        let task = rt.spawn(poll(Arc::downgrade(&self.shared)));
+        self.poller = Some(task.abort_handle());
+        Ok(())
     }
 
     /// Runs a plugin future to completion from synchronous code.
     fn run<F>(&self, fut: F) -> Result<F::Output, String>
     where
-        F: Future + Send + 'static,
+        F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let rt = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| "no plugin is attached to this provider".to_string())?;
-        match Handle::try_current() {
-            Err(_) => Ok(rt.handle().block_on(fut)),
-            Ok(_) => {
-                // Inside someone else's runtime: block_on would panic, so the
-                // provider's runtime runs the call and this thread waits.
-                let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                rt.spawn(async move {
-                    let _ = tx.send(fut.await);
-                });
-                blocking(move || rx.recv())
-                    .map_err(|_| "the provider's runtime stopped".to_string())
-            }
-        }
+        runtime::block_on(fut).map_err(|e| error_chain(&e))
     }
 
     /// The key_id new values are written under, if there is a seed.
@@ -324,7 +301,7 @@ impl KmsV2Transformer {
         };
         self.shared
             .flights
-            .run(ck, fetch, |wait| blocking(wait))
+            .run(ck, fetch, |wait| runtime::blocking(wait))
             .map_err(|e| {
                 self.kms_error(format!(
                     "cannot unwrap the DEK source of {etcd_key} (key_id {:?}): {e}",
@@ -390,8 +367,8 @@ impl Shared {
 impl Drop for KmsV2Transformer {
     fn drop(&mut self) {
         // Never blocks, so dropping inside an async context is fine too.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
+        if let Some(poller) = self.poller.take() {
+            poller.abort();
         }
     }
 }
@@ -535,18 +512,6 @@ impl Transformer for KmsV2Transformer {
                 .collect(),
             stored_len: stored.len(),
         })
-    }
-}
-
-/// Runs the blocking `wait` on this thread; inside a multi-threaded tokio
-/// runtime through `block_in_place`, so the runtime's other tasks move on.
-/// (A current-thread runtime has no other worker to hand them to.)
-fn blocking<R>(wait: impl FnOnce() -> R) -> R {
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
     }
 }
 

@@ -79,6 +79,7 @@ impl std::fmt::Display for Algorithm {
 
 /// Why a ciphertext could not be opened. Deliberately coarse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WireError {
     /// Not a ciphertext this code wrote (too short, unknown format or algorithm).
     #[error("malformed ciphertext: {0}")]
@@ -98,7 +99,7 @@ pub enum WireError {
     },
     /// The OS RNG failed.
     #[error("the operating system's random number generator failed")]
-    Rng,
+    Rng(#[source] getrandom::Error),
 }
 
 fn aad(alg: Algorithm, key_id: &str) -> Vec<u8> {
@@ -128,7 +129,7 @@ pub fn seal(
     }
     let nlen = alg.nonce_len();
     let mut nonce = [0u8; 24];
-    getrandom::fill(&mut nonce[..nlen]).map_err(|_| WireError::Rng)?;
+    getrandom::fill(&mut nonce[..nlen]).map_err(WireError::Rng)?;
     let nonce = &nonce[..nlen];
     let aad = aad(alg, key_id);
     // Encrypt in a wiping buffer: the plaintext is never copied elsewhere.

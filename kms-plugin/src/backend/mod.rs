@@ -1,14 +1,24 @@
 //! The key backend seam: who holds the KEK and performs wrap/unwrap.
 //!
-//! - [`software`]: KEKs in a key ring file, unwrapped into locked memory.
-//! - [`tpm`]: `tpm-sealed` / `tpm-resident`: KEKs sealed in, or resident in,
+//! - [`KeyBackend`]: what the gRPC service calls (Encrypt, Decrypt, the
+//!   active key, reloads, the health self-test);
+//! - [`KeyMinter`]: what the `key` commands call to create keys;
+//! - `registry`: the one table of backends (name, options, constructors);
+//! - `ring`: the generic backend over a key ring file, so a backend whose
+//!   keys live in the ring only says how to load a key and how to wrap and
+//!   unwrap with it (`RingKeys`), and gets reloads, key lookup, retirement
+//!   and the self-test for free;
+//! - `memory`: a KEK held in locked memory, wrapping with [`crate::wire`];
+//! - `software`: KEKs in the ring file;
+//! - `tpm`: `tpm-sealed` / `tpm-resident`, KEKs sealed in, or resident in,
 //!   a TPM 2.0.
-//!
-//! A backend serves the gRPC service ([`KeyBackend`]) and creates keys for the
-//! `key` commands ([`KeyMinter`]).
 
-pub mod software;
-pub mod tpm;
+mod memory;
+pub(crate) mod options;
+pub(crate) mod registry;
+pub(crate) mod ring;
+pub(crate) mod software;
+pub(crate) mod tpm;
 
 use std::sync::Arc;
 
@@ -34,6 +44,20 @@ pub struct Refresh {
     pub changed: bool,
 }
 
+/// Who is at fault when a backend call fails: what the gRPC code, the log
+/// level and the error metric follow from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The request: an unknown or retired key_id, a ciphertext that does not
+    /// authenticate or parse, a plaintext too large. Not a backend failure.
+    Request,
+    /// The backend cannot serve right now (TPM gone, token removed, server
+    /// unreachable); the caller may retry.
+    Unavailable,
+    /// Anything else: a bug, a broken ring, a refused device command.
+    Internal,
+}
+
 /// Why a backend operation failed. Messages never contain key material or
 /// plaintext.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +73,7 @@ pub enum BackendError {
     #[error("decryption failed")]
     DecryptionFailed,
     /// The ciphertext is not one this plugin wrote.
-    #[error("{0}")]
+    #[error("malformed ciphertext: {0}")]
     Malformed(String),
     /// The plaintext does not fit in the ciphertext limit.
     #[error("plaintext is {len} bytes; at most {max} bytes fit in the 1024-byte ciphertext limit")]
@@ -59,15 +83,45 @@ pub enum BackendError {
         /// Largest that fits.
         max: usize,
     },
-    /// The backend cannot be reached right now (e.g. the TPM is gone).
+    /// The backend cannot be reached right now, and why.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The TPM failed (its error says whether it is reachable).
+    #[error(transparent)]
+    Tpm(#[from] tpm::TpmError),
     /// The key ring cannot be used.
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    /// An option of the backend is missing or not valid.
+    #[error("{0}")]
+    Config(String),
+    /// The OS random number generator failed.
+    #[error("the OS random number generator failed")]
+    Rng(#[source] getrandom::Error),
     /// Anything else.
     #[error("{0}")]
     Internal(String),
+}
+
+impl BackendError {
+    /// Who is at fault: the one classification `to_status`, the logs and
+    /// the error metric all follow.
+    pub fn fault(&self) -> Fault {
+        match self {
+            BackendError::UnknownKeyId(_)
+            | BackendError::Retired(_)
+            | BackendError::DecryptionFailed
+            | BackendError::Malformed(_)
+            | BackendError::TooLarge { .. } => Fault::Request,
+            BackendError::Unavailable(_) => Fault::Unavailable,
+            BackendError::Tpm(e) if e.is_unavailable() => Fault::Unavailable,
+            BackendError::Tpm(_)
+            | BackendError::Keyring(_)
+            | BackendError::Config(_)
+            | BackendError::Rng(_)
+            | BackendError::Internal(_) => Fault::Internal,
+        }
+    }
 }
 
 impl From<crate::wire::WireError> for BackendError {
@@ -75,13 +129,9 @@ impl From<crate::wire::WireError> for BackendError {
         use crate::wire::WireError;
         match e {
             WireError::DecryptionFailed => BackendError::DecryptionFailed,
-            WireError::Malformed(m) => {
-                BackendError::Malformed(format!("malformed ciphertext: {m}"))
-            }
+            WireError::Malformed(m) => BackendError::Malformed(m.to_string()),
             WireError::TooLarge { len, max } => BackendError::TooLarge { len, max },
-            WireError::Rng => {
-                BackendError::Internal("the OS random number generator failed".into())
-            }
+            WireError::Rng(e) => BackendError::Rng(e),
         }
     }
 }
@@ -118,18 +168,22 @@ pub trait KeyBackend: Send + Sync + 'static {
 
     /// A live end-to-end check: wraps and unwraps a random value.
     async fn self_test(&self) -> Result<(), BackendError> {
-        let mut probe = Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut probe[..])
-            .map_err(|_| BackendError::Internal("the OS random number generator failed".into()))?;
-        let w = self.encrypt(&probe[..]).await?;
-        let back = self.decrypt(&w.key_id, &w.ciphertext).await?;
-        if back[..] != probe[..] {
-            return Err(BackendError::Internal(
-                "self-test: unwrap did not return what was wrapped".into(),
-            ));
-        }
-        Ok(())
+        round_trip(self).await
     }
+}
+
+/// Wraps a random value with the active key and unwraps it again.
+pub(crate) async fn round_trip<B: KeyBackend + ?Sized>(b: &B) -> Result<(), BackendError> {
+    let mut probe = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut probe[..]).map_err(BackendError::Rng)?;
+    let w = b.encrypt(&probe[..]).await?;
+    let back = b.decrypt(&w.key_id, &w.ciphertext).await?;
+    if back[..] != probe[..] {
+        return Err(BackendError::Internal(
+            "self-test: unwrap did not return what was wrapped".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A newly created key: its public key_id and the material to store.
@@ -151,63 +205,4 @@ pub trait KeyMinter {
     /// Creates key `version` of ring `ring_id`.
     fn mint(&self, ring_id: &str, version: u64, algorithm: &str)
     -> Result<MintedKey, BackendError>;
-}
-
-/// The in-memory AEAD a new key of a software or TPM-sealed ring uses.
-pub(crate) fn aead_for_mint(algorithm: &str) -> Result<crate::wire::Algorithm, BackendError> {
-    use crate::wire::Algorithm;
-    Algorithm::from_name(algorithm).ok_or_else(|| {
-        let names: Vec<_> = Algorithm::ALL.iter().map(|a| a.name()).collect();
-        BackendError::Internal(format!(
-            "unknown algorithm {algorithm:?}; choose one of {}",
-            names.join(", ")
-        ))
-    })
-}
-
-/// Opens the backend `serve` was configured with.
-pub fn open(cfg: &crate::daemon::config::ServeConfig) -> Result<Arc<dyn KeyBackend>, BackendError> {
-    use crate::daemon::config::BackendKind;
-    match cfg.backend {
-        BackendKind::Software => Ok(Arc::new(software::SoftwareBackend::open(&cfg.keyring)?)),
-        kind @ (BackendKind::TpmSealed | BackendKind::TpmResident) => {
-            let tcti = cfg.tcti.as_deref().ok_or_else(|| {
-                BackendError::Internal(format!(
-                    "tcti is required with backend={} (e.g. --tcti device:/dev/tpmrm0, or set TCTI)",
-                    kind.name()
-                ))
-            })?;
-            tpm::open(kind, &cfg.keyring, tcti)
-        }
-    }
-}
-
-/// How the `key` commands create keys: where the TPM is, and the TPM
-/// options (ignored by, and refused with, the software backend).
-#[derive(Clone, Debug, Default)]
-pub struct MinterConfig {
-    /// TPM transport.
-    pub tcti: Option<String>,
-    /// TPM key options.
-    pub tpm: tpm::MintOptions,
-}
-
-/// The minter for a ring of `backend` (the ring's own backend name).
-pub fn minter(backend: &str, cfg: &MinterConfig) -> Result<Box<dyn KeyMinter>, BackendError> {
-    match backend {
-        software::NAME => {
-            if cfg.tpm.pcrs.is_some() || cfg.tpm.shareable {
-                return Err(BackendError::Internal(
-                    "--pcrs and --shareable apply to the TPM backends only".into(),
-                ));
-            }
-            Ok(Box::new(software::SoftwareMinter))
-        }
-        tpm::sealed::NAME | tpm::resident::NAME => {
-            tpm::minter(backend, cfg.tcti.as_deref(), cfg.tpm.clone())
-        }
-        other => Err(BackendError::Internal(format!(
-            "backend {other:?} is not known: choose software, tpm-sealed or tpm-resident"
-        ))),
-    }
 }

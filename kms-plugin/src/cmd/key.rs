@@ -8,7 +8,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::backend::{self, MinterConfig, tpm};
+use crate::backend::options::{ConnectOptions, CreateOptions};
+use crate::backend::registry::{self, MintRequest};
+use crate::backend::{self, tpm};
 use crate::fsutil;
 use crate::keyring::{self, KeyEntry, KeyState, Keyring, KeyringError, now_rfc3339};
 
@@ -18,9 +20,16 @@ pub struct RingArgs {
     /// Key ring directory.
     #[arg(long, value_name = "DIR", env = "KMS_PLUGIN_KEYRING")]
     pub keyring: PathBuf,
-    /// TPM transport for TPM-backed rings (default: $TCTI).
-    #[arg(long, value_name = "TCTI", env = "TCTI")]
-    pub tcti: Option<String>,
+    /// How to reach the ring's backend (e.g. --tcti).
+    #[command(flatten)]
+    pub connect: ConnectOptions,
+}
+
+impl RingArgs {
+    /// The connection options, with their environment fallbacks.
+    fn connect(&self) -> ConnectOptions {
+        self.connect.clone().with_fallbacks(&Default::default())
+    }
 }
 
 /// Key ring commands.
@@ -31,19 +40,15 @@ pub enum KeyCommand {
     Init {
         #[command(flatten)]
         ring: RingArgs,
-        /// software (default), tpm-sealed or tpm-resident.
-        #[arg(long, default_value = "software")]
+        /// The key backend.
+        #[arg(long, default_value = "software", value_parser = clap::builder::PossibleValuesParser::new(registry::possible_values()))]
         backend: String,
         /// aes-256-gcm (default) or xchacha20-poly1305 for software and
         /// tpm-sealed keys; tpm-aes-256-cfb-hmac-sha256 for tpm-resident.
         #[arg(long)]
         algorithm: Option<String>,
-        /// TPM backends: bind the key to these PCR values, e.g. sha256:0,7.
-        #[arg(long, value_name = "BANK:PCRS")]
-        pcrs: Option<String>,
-        /// TPM backends: let the key be copied to other nodes' TPMs (`key share`).
-        #[arg(long)]
-        shareable: bool,
+        #[command(flatten)]
+        create: CreateOptions,
     },
     /// Add a new active key; the previous ones stay for Decrypt.
     Rotate {
@@ -52,14 +57,8 @@ pub enum KeyCommand {
         /// Algorithm of the new key (default: the current active key's).
         #[arg(long)]
         algorithm: Option<String>,
-        /// TPM backends: PCRs to bind the new key to, or `none`
-        /// (default: those of the current active key).
-        #[arg(long, value_name = "BANK:PCRS|none")]
-        pcrs: Option<String>,
-        /// TPM backends: whether the new key can be shared with other nodes
-        /// (default: as the current active key).
-        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-        shareable: Option<bool>,
+        #[command(flatten)]
+        create: CreateOptions,
     },
     /// List keys: id, version, algorithm, state, created (never material).
     List {
@@ -82,9 +81,8 @@ pub enum KeyCommand {
     /// TPM backends, on a node that is to receive KEKs: write this TPM's
     /// storage key (public) and print its fingerprint.
     ExportTarget {
-        /// TPM transport (default: $TCTI).
-        #[arg(long, value_name = "TCTI", env = "TCTI")]
-        tcti: Option<String>,
+        #[command(flatten)]
+        connect: ConnectOptions,
         /// Where to write the target file (default: stdout).
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -124,27 +122,18 @@ pub fn run(cmd: KeyCommand) -> Result<(), anyhow::Error> {
             ring,
             backend,
             algorithm,
-            pcrs,
-            shareable,
-        } => {
-            let opts = tpm::MintOptions {
-                pcrs: pcrs
-                    .as_deref()
-                    .map(crate::daemon::config::parse_pcrs)
-                    .transpose()?,
-                shareable,
-            };
-            init(&ring, &backend, algorithm.as_deref(), opts)
-        }
+            create,
+        } => init(&ring, &backend, algorithm.as_deref(), &create),
         KeyCommand::Rotate {
             ring,
             algorithm,
-            pcrs,
-            shareable,
-        } => rotate(&ring, algorithm.as_deref(), pcrs.as_deref(), shareable),
+            create,
+        } => rotate(&ring, algorithm.as_deref(), &create),
         KeyCommand::List { ring, output } => list(&ring, &output),
         KeyCommand::Retire { key_id, ring, yes } => retire(&ring, &key_id, yes),
-        KeyCommand::ExportTarget { tcti, output } => export_target(tcti.as_deref(), output),
+        KeyCommand::ExportTarget { connect, output } => {
+            export_target(&connect.with_fallbacks(&Default::default()), output)
+        }
         KeyCommand::Share {
             ring,
             to,
@@ -172,23 +161,20 @@ fn mint_entry(
     })
 }
 
-fn minter_config(args: &RingArgs, opts: tpm::MintOptions) -> anyhow::Result<MinterConfig> {
-    if let Some(t) = &args.tcti {
-        crate::daemon::config::parse_tcti(t)?;
-    }
-    Ok(MinterConfig {
-        tcti: args.tcti.clone(),
-        tpm: opts,
-    })
-}
-
 fn init(
     args: &RingArgs,
     backend_name: &str,
     algorithm: Option<&str>,
-    opts: tpm::MintOptions,
+    create: &CreateOptions,
 ) -> anyhow::Result<()> {
-    let minter = backend::minter(backend_name, &minter_config(args, opts)?)?;
+    let minter = registry::minter(
+        backend_name,
+        &MintRequest {
+            connect: &args.connect(),
+            create,
+            like: None,
+        },
+    )?;
     fsutil::ensure_private_dir(&args.keyring).map_err(|e| {
         anyhow::anyhow!(
             "cannot create key ring directory {}: {e}",
@@ -215,35 +201,18 @@ fn init(
     Ok(())
 }
 
-fn rotate(
-    args: &RingArgs,
-    algorithm: Option<&str>,
-    pcrs: Option<&str>,
-    shareable: Option<bool>,
-) -> anyhow::Result<()> {
+fn rotate(args: &RingArgs, algorithm: Option<&str>, create: &CreateOptions) -> anyhow::Result<()> {
     let lock = keyring::lock(&args.keyring)?;
     let mut ring = Keyring::load(&args.keyring)?;
-    let opts = if ring.backend == backend::software::NAME {
-        tpm::MintOptions {
-            pcrs: pcrs.map(crate::daemon::config::parse_pcrs).transpose()?,
-            shareable: shareable.unwrap_or(false),
-        }
-    } else {
-        // A new key is made like the one it replaces unless told otherwise.
-        let inherited = match ring.active() {
-            Some(a) => tpm::inherited_options(&ring.backend, a)?,
-            None => tpm::MintOptions::default(),
-        };
-        tpm::MintOptions {
-            pcrs: match pcrs {
-                Some("none") => None,
-                Some(p) => Some(crate::daemon::config::parse_pcrs(p)?),
-                None => inherited.pcrs,
-            },
-            shareable: shareable.unwrap_or(inherited.shareable),
-        }
-    };
-    let minter = backend::minter(&ring.backend, &minter_config(args, opts)?)?;
+    // A new key is made like the one it replaces unless told otherwise.
+    let minter = registry::minter(
+        &ring.backend,
+        &MintRequest {
+            connect: &args.connect(),
+            create,
+            like: ring.active(),
+        },
+    )?;
     let previous = ring
         .active()
         .map(|k| (k.key_id.clone(), k.algorithm.clone()));
@@ -343,20 +312,17 @@ fn retire(args: &RingArgs, key_id: &str, yes: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tpm_worker(tcti: Option<&str>) -> anyhow::Result<std::sync::Arc<tpm::worker::Worker>> {
-    let t = tcti.ok_or_else(|| {
-        anyhow::anyhow!(
+fn tpm_worker(connect: &ConnectOptions) -> anyhow::Result<std::sync::Arc<tpm::worker::Worker>> {
+    if connect.get("tcti").is_none() {
+        anyhow::bail!(
             "this command needs a TPM: pass --tcti (e.g. device:/dev/tpmrm0) or set TCTI"
-        )
-    })?;
-    tpm::quiet_tss_logging();
-    Ok(tpm::worker::Worker::spawn(
-        crate::daemon::config::parse_tcti(t)?,
-    ))
+        );
+    }
+    Ok(tpm::worker(connect, "a TPM ring")?)
 }
 
-fn export_target(tcti: Option<&str>, output: Option<PathBuf>) -> anyhow::Result<()> {
-    let worker = tpm_worker(tcti)?;
+fn export_target(connect: &ConnectOptions, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let worker = tpm_worker(connect)?;
     let target = tpm::duplicate::export_target(&worker)?;
     let text = serde_json::to_string_pretty(&target)? + "\n";
     match output {
@@ -393,7 +359,7 @@ fn share(
         let _lock = keyring::lock(&args.keyring)?;
         Keyring::load(&args.keyring)?
     };
-    let worker = tpm_worker(args.tcti.as_deref())?;
+    let worker = tpm_worker(&args.connect())?;
     let target: tpm::duplicate::Target = tpm::duplicate::read_json(to, "target file")?;
     let (bundle, skipped) = tpm::duplicate::share(&worker, &ring, &target, fingerprint)?;
     let text = serde_json::to_vec_pretty(&bundle)?;
@@ -421,7 +387,7 @@ fn share(
 
 fn import(args: &RingArgs, bundle_path: &std::path::Path) -> anyhow::Result<()> {
     let bundle: tpm::duplicate::Bundle = tpm::duplicate::read_json(bundle_path, "bundle")?;
-    let worker = tpm_worker(args.tcti.as_deref())?;
+    let worker = tpm_worker(&args.connect())?;
     let entries = tpm::duplicate::import(&worker, &bundle)?;
     fsutil::ensure_private_dir(&args.keyring).map_err(|e| {
         anyhow::anyhow!(

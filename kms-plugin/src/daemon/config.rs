@@ -2,51 +2,16 @@
 //! (flags win), defaults; everything validated before the socket is bound.
 //! A bad value names itself: `listen-addr="tcp://x" is not valid: ...`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kms_proto::Endpoint;
 
-use crate::backend::tpm::Tcti;
-use crate::backend::tpm::policy::PcrPolicy;
+use crate::backend::options::ConnectOptions;
+use crate::backend::registry::{self, BackendRow};
 use crate::daemon::telemetry::LogFormat;
-
-/// Which key backend serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendKind {
-    /// KEKs in a key ring file.
-    Software,
-    /// KEKs sealed by a TPM, unsealed into locked memory.
-    TpmSealed,
-    /// KEKs that never leave the TPM.
-    TpmResident,
-}
-
-impl BackendKind {
-    /// The name used in flags and rings.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Software => "software",
-            BackendKind::TpmSealed => "tpm-sealed",
-            BackendKind::TpmResident => "tpm-resident",
-        }
-    }
-}
-
-impl std::str::FromStr for BackendKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "software" => Ok(BackendKind::Software),
-            "tpm-sealed" => Ok(BackendKind::TpmSealed),
-            "tpm-resident" => Ok(BackendKind::TpmResident),
-            other => Err(format!(
-                "{other:?} is not valid: choose software, tpm-sealed or tpm-resident"
-            )),
-        }
-    }
-}
 
 /// The `serve` flags. Every one is optional here so a config file can
 /// supply it; [`ServeConfig::resolve`] applies defaults and validates.
@@ -61,9 +26,12 @@ pub struct ServeArgs {
     /// Key ring directory.
     #[arg(long, value_name = "DIR")]
     pub keyring: Option<PathBuf>,
-    /// Key backend: software (default), tpm-sealed, tpm-resident.
-    #[arg(long)]
+    /// Key backend (default: software).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(registry::possible_values()))]
     pub backend: Option<String>,
+    /// The backends' own options (e.g. --tcti).
+    #[command(flatten)]
+    pub connect: ConnectOptions,
     /// Per-call deadline on the server side (e.g. 3s).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
@@ -93,13 +61,10 @@ pub struct ServeArgs {
     /// How often the key ring is checked for rotations (default 1s).
     #[arg(long, value_name = "DURATION")]
     pub reload_interval: Option<String>,
-    /// TPM transport: device:/dev/tpmrm0, swtpm:host=H,port=P, tabrmd (default: $TCTI).
-    #[arg(long, value_name = "TCTI")]
-    pub tcti: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 struct FileConfig {
     listen_addr: Option<String>,
     keyring: Option<PathBuf>,
@@ -113,7 +78,9 @@ struct FileConfig {
     shutdown_grace: Option<String>,
     health_cache: Option<String>,
     reload_interval: Option<String>,
-    tcti: Option<String>,
+    /// Every other key: a backend option (checked against the registry).
+    #[serde(flatten)]
+    backend_options: std::collections::BTreeMap<String, toml::Value>,
 }
 
 /// A validated `serve` configuration.
@@ -124,7 +91,9 @@ pub struct ServeConfig {
     /// Key ring directory.
     pub keyring: PathBuf,
     /// Backend.
-    pub backend: BackendKind,
+    pub backend: &'static BackendRow,
+    /// The backend's options.
+    pub connect: ConnectOptions,
     /// Server-side per-call deadline.
     pub timeout: Duration,
     /// Health/metrics HTTP address.
@@ -143,8 +112,6 @@ pub struct ServeConfig {
     pub health_cache: Duration,
     /// Key ring poll interval.
     pub reload_interval: Duration,
-    /// TPM transport, for the TPM backends.
-    pub tcti: Option<String>,
 }
 
 /// A configuration error, naming the offending key.
@@ -165,19 +132,6 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
-/// Parses a TCTI (`--tcti`, `$TCTI`) for the TPM backends and the `key`
-/// commands: `tcti="..." is not valid: ...` on error.
-pub fn parse_tcti(value: &str) -> Result<Tcti, ConfigError> {
-    value.parse().map_err(|e| bad("tcti", value, e))
-}
-
-/// Parses a PCR selection for `--pcrs` (`sha256:0,7`): keys created with
-/// it unseal (tpm-sealed) or work (tpm-resident) only while these PCRs hold
-/// the values they had at creation.
-pub fn parse_pcrs(value: &str) -> Result<PcrPolicy, ConfigError> {
-    value.parse().map_err(|e| bad("pcrs", value, e))
-}
-
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError(format!(
@@ -185,12 +139,39 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
             path.display().to_string()
         ))
     })?;
-    toml::from_str(&text).map_err(|e| {
+    let file: FileConfig = toml::from_str(&text).map_err(|e| {
         ConfigError(format!(
             "config={:?} is not valid: {e}",
             path.display().to_string()
         ))
-    })
+    })?;
+    // Keys that are neither `serve` settings nor backend options are
+    // mistakes (`listen_addr` for `listen-addr`): refuse them.
+    for key in file.backend_options.keys() {
+        if !ConnectOptions::knows(key) {
+            return Err(ConfigError(format!(
+                "config={:?} is not valid: unknown field `{key}`",
+                path.display().to_string()
+            )));
+        }
+    }
+    Ok(file)
+}
+
+/// The backend options of the file, as strings.
+fn file_options(path: &Path, file: &FileConfig) -> Result<BTreeMap<String, String>, ConfigError> {
+    file.backend_options
+        .iter()
+        .map(|(k, v)| match v {
+            toml::Value::String(s) => Ok((k.clone(), s.clone())),
+            toml::Value::Boolean(b) => Ok((k.clone(), b.to_string())),
+            other => Err(ConfigError(format!(
+                "config={:?} is not valid: {k} must be a string, not {}",
+                path.display().to_string(),
+                other.type_str()
+            ))),
+        })
+        .collect()
 }
 
 impl ServeConfig {
@@ -199,6 +180,10 @@ impl ServeConfig {
         let file = match &args.config {
             Some(p) => load_file(p)?,
             None => FileConfig::default(),
+        };
+        let file_opts = match &args.config {
+            Some(p) => file_options(p, &file)?,
+            None => BTreeMap::new(),
         };
         let pick = |a: &Option<String>, f: Option<String>| a.clone().or(f);
 
@@ -216,9 +201,14 @@ impl ServeConfig {
         }
 
         let backend = match pick(&args.backend, file.backend) {
-            Some(b) => b.parse().map_err(|e| ConfigError(format!("backend={e}")))?,
-            None => BackendKind::Software,
+            Some(b) => registry::lookup(&b).map_err(|e| ConfigError(format!("backend={e}")))?,
+            None => registry::default_row(),
         };
+        let connect = args.connect.clone().with_fallbacks(&file_opts);
+        connect
+            .check_applies(backend)
+            .and_then(|()| (backend.check)(&connect))
+            .map_err(ConfigError)?;
 
         let dur = |key: &str, a: &Option<String>, f: Option<String>, default: Duration| match pick(
             a, f,
@@ -304,25 +294,11 @@ impl ServeConfig {
             ));
         }
 
-        let tcti = pick(&args.tcti, file.tcti).or_else(|| std::env::var("TCTI").ok());
-        if backend != BackendKind::Software {
-            match &tcti {
-                None => {
-                    return Err(ConfigError(format!(
-                        "tcti is required with backend={} (e.g. --tcti device:/dev/tpmrm0, or set TCTI)",
-                        backend.name()
-                    )));
-                }
-                Some(t) => {
-                    t.parse::<Tcti>().map_err(|e| bad("tcti", t, e))?;
-                }
-            }
-        }
-
         Ok(ServeConfig {
             listen,
             keyring,
             backend,
+            connect,
             timeout,
             health_addr,
             log_format,
@@ -332,7 +308,6 @@ impl ServeConfig {
             shutdown_grace,
             health_cache,
             reload_interval,
-            tcti,
         })
     }
 }
@@ -352,7 +327,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = ServeConfig::resolve(&args("unix:///tmp/k.sock")).unwrap();
-        assert_eq!(c.backend, BackendKind::Software);
+        assert_eq!(c.backend.name, "software");
         assert_eq!(c.timeout, Duration::from_secs(3));
         assert_eq!(c.max_in_flight, 256);
         assert_eq!(c.worker_threads, 1);
@@ -438,13 +413,21 @@ mod tests {
 
     #[test]
     fn tpm_settings_are_validated_before_anything_runs() {
-        let tpm = |tcti: &str| ServeArgs {
-            backend: Some("tpm-sealed".into()),
-            tcti: Some(tcti.into()),
-            ..args("unix:///a.sock")
+        let tpm = |tcti: &str| {
+            let mut connect = ConnectOptions::default();
+            connect.set("tcti", tcti).unwrap();
+            ServeArgs {
+                backend: Some("tpm-sealed".into()),
+                connect,
+                ..args("unix:///a.sock")
+            }
         };
         let c = ServeConfig::resolve(&tpm("swtpm:host=127.0.0.1,port=2321")).unwrap();
-        assert_eq!(c.backend, BackendKind::TpmSealed);
+        assert_eq!(c.backend.name, "tpm-sealed");
+        assert_eq!(
+            c.connect.get("tcti"),
+            Some("swtpm:host=127.0.0.1,port=2321")
+        );
         for (value, want) in [
             ("tpm", "tcti=\"tpm\" is not valid: unknown transport"),
             ("swtpm:path=/s", "unix socket"),
@@ -453,10 +436,26 @@ mod tests {
             let e = ServeConfig::resolve(&tpm(value)).unwrap_err().to_string();
             assert!(e.contains(want), "{want:?} not in {e:?}");
         }
-        assert_eq!(parse_pcrs("sha256:7,0").unwrap().to_string(), "sha256:0,7");
-        let e = parse_pcrs("sha256:99").unwrap_err().to_string();
-        assert!(e.contains("pcrs=\"sha256:99\" is not valid"), "{e}");
-        parse_tcti("device:/dev/tpmrm0").unwrap();
+        crate::backend::tpm::parse_tcti("device:/dev/tpmrm0").unwrap();
+        // A TPM backend without a TCTI, and a TPM option with the software backend.
+        let e = ServeConfig::resolve(&ServeArgs {
+            backend: Some("tpm-resident".into()),
+            ..args("unix:///a.sock")
+        });
+        if std::env::var_os("TCTI").is_none() {
+            let e = e.unwrap_err().to_string();
+            assert!(
+                e.contains("tcti is required with backend=tpm-resident"),
+                "{e}"
+            );
+        }
+        let mut software = tpm("device:/dev/tpmrm0");
+        software.backend = None;
+        let e = ServeConfig::resolve(&software).unwrap_err().to_string();
+        assert!(
+            e.contains("--tcti does not apply to backend software"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -508,7 +507,7 @@ mod deploy_tests {
             c.listen.to_string(),
             "unix:///var/run/kmsplugin/socket.sock"
         );
-        assert_eq!(c.backend, BackendKind::Software);
+        assert_eq!(c.backend.name, "software");
         assert_eq!(c.health_addr.unwrap().port(), 8095);
     }
 }

@@ -8,7 +8,8 @@ use kms_proto::v2::key_management_service_server::KeyManagementServiceServer;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
-use crate::backend::{self, KeyBackend};
+use crate::backend::KeyBackend;
+use crate::backend::registry;
 use crate::daemon::config::ServeConfig;
 use crate::daemon::health::Health;
 use crate::daemon::listener;
@@ -31,7 +32,7 @@ pub fn prepare(cfg: ServeConfig) -> anyhow::Result<Prepared> {
     if let Err(e) = crate::hardening::disable_core_dumps() {
         tracing::warn!(error = %e, "could not disable core dumps");
     }
-    let backend = backend::open(&cfg)?;
+    let backend = registry::open(cfg.backend, &cfg.keyring, &cfg.connect)?;
     let health_listener = match cfg.health_addr {
         Some(a) => {
             let l = std::net::TcpListener::bind(a)

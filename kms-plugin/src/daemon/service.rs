@@ -19,11 +19,11 @@ use tonic::{Code, Request, Response, Status};
 use tracing::field::Empty;
 use zeroize::Zeroizing;
 
-use crate::backend::{BackendError, KeyBackend};
+use crate::backend::{BackendError, Fault, KeyBackend};
 use crate::daemon::health::Health;
 use crate::daemon::metrics::{Metrics, code_name};
 use kms_proto::contract::{
-    self, API_VERSION, MAX_CIPHERTEXT, MAX_KEY_ID, MAX_UID, check_len, printable,
+    self, API_VERSION, MAX_CIPHERTEXT, MAX_KEY_ID, MAX_UID, check_len, error_chain, printable,
 };
 
 /// The domain this plugin's annotation keys live under.
@@ -48,45 +48,79 @@ impl KmsService {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Records, counts and logs one finished call, once: failures at warn
+    /// (the request's fault) or error (the plugin's), with every field of
+    /// the call, so they carry their context even when the (debug-level)
+    /// span is off.
     fn finish<T>(
         &self,
-        op: &'static str,
+        call: Call<'_>,
         span: &tracing::Span,
-        uid: &str,
-        key_id: &str,
         start: Instant,
-        result: Result<T, Status>,
+        result: Result<T, Failure>,
     ) -> Result<Response<T>, Status> {
         let elapsed = start.elapsed();
         let code = match &result {
             Ok(_) => Code::Ok,
-            Err(s) => s.code(),
+            Err(f) => f.status.code(),
         };
-        self.metrics.observe(op, code, elapsed);
+        self.metrics.observe(call.op, code, elapsed);
         let latency_us = elapsed.as_micros() as u64;
         span.record("grpc.code", code_name(code));
         span.record("latency_us", latency_us);
-        // Failures are logged at warn/error with every field of the call, so
-        // they carry their context even when the (debug-level) span is off.
+        let (uid, key_id) = (printable(call.uid, 64), printable(call.key_id, 128));
         match &result {
             Ok(_) => tracing::debug!(parent: span, "call ok"),
-            Err(s) if s.code() == Code::Internal || s.code() == Code::Unavailable => {
-                tracing::error!(parent: span, kms.op = op, kms.uid = %printable(uid, 64), kms.key_id = %printable(key_id, 128), grpc.code = code_name(code), latency_us, error = s.message(), "call failed")
+            Err(f) if f.fault == Fault::Request => {
+                tracing::warn!(parent: span, kms.op = call.op, kms.uid = %uid, kms.key_id = %key_id, grpc.code = code_name(code), latency_us, error = %f.detail(), "call refused")
             }
-            Err(s) => {
-                tracing::warn!(parent: span, kms.op = op, kms.uid = %printable(uid, 64), kms.key_id = %printable(key_id, 128), grpc.code = code_name(code), latency_us, error = s.message(), "call refused")
+            Err(f) => {
+                tracing::error!(parent: span, kms.op = call.op, kms.uid = %uid, kms.key_id = %key_id, grpc.code = code_name(code), latency_us, error = %f.detail(), "call failed")
             }
         }
-        result.map(Response::new)
+        result.map(Response::new).map_err(|f| f.status)
+    }
+
+    /// A backend failure of `op`: counted when it is the backend's fault.
+    fn backend_failure(&self, op: &'static str, e: &BackendError) -> Failure {
+        let f = to_failure(e);
+        if f.fault != Fault::Request {
+            self.metrics.backend_error(op);
+        }
+        f
     }
 }
 
-fn invalid(msg: impl Into<String>) -> Status {
-    Status::invalid_argument(msg)
+/// Which call a log line is about.
+struct Call<'a> {
+    op: &'static str,
+    uid: &'a str,
+    key_id: &'a str,
 }
 
-fn check_uid(uid: &str) -> Result<(), Status> {
+/// A failed call: what the client is told, and what only the log says.
+struct Failure {
+    status: Status,
+    fault: Fault,
+    /// The whole cause, for the log, when the client is told less.
+    internal: Option<String>,
+}
+
+impl Failure {
+    fn detail(&self) -> &str {
+        self.internal.as_deref().unwrap_or(self.status.message())
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> Failure {
+    Failure {
+        status: Status::invalid_argument(msg),
+        fault: Fault::Request,
+        internal: None,
+    }
+}
+
+fn check_uid(uid: &str) -> Result<(), Failure> {
     // An empty uid is allowed: it is only a correlation id.
     if uid.is_empty() {
         return Ok(());
@@ -94,22 +128,26 @@ fn check_uid(uid: &str) -> Result<(), Status> {
     check_len("uid", uid.len(), MAX_UID).map_err(|e| invalid(e.to_string()))
 }
 
-/// Maps a backend error to what the client sees. The one place where
-/// internal failures are turned into an opaque `Internal`.
-pub fn to_status(e: &BackendError) -> Status {
-    match e {
-        BackendError::UnknownKeyId(_) | BackendError::Retired(_) => {
-            Status::not_found(e.to_string())
+/// Maps a backend error to what the client sees: the one place where
+/// internal failures become an opaque `Internal` (their cause goes to the
+/// log only).
+fn to_failure(e: &BackendError) -> Failure {
+    let fault = e.fault();
+    let (status, internal) = match (fault, e) {
+        (Fault::Request, BackendError::UnknownKeyId(_) | BackendError::Retired(_)) => {
+            (Status::not_found(e.to_string()), None)
         }
-        BackendError::DecryptionFailed => Status::invalid_argument("decryption failed"),
-        BackendError::Malformed(_) | BackendError::TooLarge { .. } => {
-            Status::invalid_argument(e.to_string())
-        }
-        BackendError::Unavailable(_) => Status::unavailable(e.to_string()),
-        BackendError::Keyring(_) | BackendError::Internal(_) => {
-            tracing::error!(error = %e, "internal backend error");
-            Status::internal("internal error in the KMS plugin; see its log")
-        }
+        (Fault::Request, _) => (Status::invalid_argument(e.to_string()), None),
+        (Fault::Unavailable, _) => (Status::unavailable(e.to_string()), None),
+        (Fault::Internal, _) => (
+            Status::internal("internal error in the KMS plugin; see its log"),
+            Some(error_chain(e)),
+        ),
+    };
+    Failure {
+        status,
+        fault,
+        internal,
     }
 }
 
@@ -129,7 +167,10 @@ impl KeyManagementService for KmsService {
         );
         let mut active = None;
         let result = async {
-            let key_id = self.backend.active_key_id().map_err(|e| to_status(&e))?;
+            let key_id = self
+                .backend
+                .active_key_id()
+                .map_err(|e| self.backend_failure("status", &e))?;
             span.record("kms.key_id", &*key_id);
             active = Some(key_id.clone());
             let healthz = self.health.healthz().await;
@@ -140,8 +181,12 @@ impl KeyManagementService for KmsService {
             })
         }
         .await;
-        let key_id = active.as_deref().unwrap_or("");
-        self.finish("status", &span, "", key_id, start, result)
+        let call = Call {
+            op: "status",
+            uid: "",
+            key_id: active.as_deref().unwrap_or(""),
+        };
+        self.finish(call, &span, start, result)
     }
 
     async fn encrypt(
@@ -165,10 +210,11 @@ impl KeyManagementService for KmsService {
                     plaintext.len()
                 )));
             }
-            let w = self.backend.encrypt(&plaintext).await.map_err(|e| {
-                self.metrics.backend_error("encrypt");
-                to_status(&e)
-            })?;
+            let w = self
+                .backend
+                .encrypt(&plaintext)
+                .await
+                .map_err(|e| self.backend_failure("encrypt", &e))?;
             span.record("kms.key_id", &*w.key_id);
             used = Some(w.key_id.clone());
             debug_assert!(!w.ciphertext.is_empty() && w.ciphertext.len() <= MAX_CIPHERTEXT);
@@ -184,8 +230,12 @@ impl KeyManagementService for KmsService {
             })
         }
         .await;
-        let key_id = used.as_deref().unwrap_or("");
-        self.finish("encrypt", &span, &req.uid, key_id, start, result)
+        let call = Call {
+            op: "encrypt",
+            uid: &req.uid,
+            key_id: used.as_deref().unwrap_or(""),
+        };
+        self.finish(call, &span, start, result)
     }
 
     async fn decrypt(
@@ -211,24 +261,18 @@ impl KeyManagementService for KmsService {
                 .backend
                 .decrypt(&req.key_id, &req.ciphertext)
                 .await
-                .map_err(|e| {
-                    if !matches!(
-                        e,
-                        BackendError::DecryptionFailed
-                            | BackendError::UnknownKeyId(_)
-                            | BackendError::Retired(_)
-                            | BackendError::Malformed(_)
-                    ) {
-                        self.metrics.backend_error("decrypt");
-                    }
-                    to_status(&e)
-                })?;
+                .map_err(|e| self.backend_failure("decrypt", &e))?;
             // The response owns a copy; the wiping buffer is dropped here.
             Ok(DecryptResponse {
                 plaintext: plaintext.to_vec(),
             })
         }
         .await;
-        self.finish("decrypt", &span, &req.uid, &req.key_id, start, result)
+        let call = Call {
+            op: "decrypt",
+            uid: &req.uid,
+            key_id: &req.key_id,
+        };
+        self.finish(call, &span, start, result)
     }
 }

@@ -22,5 +22,5 @@ pub use limits::{
     LenError, MAX_ANNOTATIONS, MAX_CIPHERTEXT, MAX_KEY_ID, MAX_REQUEST_BYTES, MAX_UID, check_len,
     validate_annotations, validate_ciphertext, validate_key_id,
 };
-pub use text::printable;
+pub use text::{error_chain, printable};
 pub use uid::uuid_v4;

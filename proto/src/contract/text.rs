@@ -16,6 +16,22 @@ pub fn printable(s: &str, max: usize) -> String {
     out
 }
 
+/// An error and its causes, `: `-separated, each cause once (wrapping
+/// errors often repeat their source's text).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,5 +44,19 @@ mod tests {
         assert_eq!(printable("abc", 3), "abc");
         let long = printable(&"x".repeat(1000), 64);
         assert!(long.len() < 100 && long.contains("1000 bytes"), "{long}");
+    }
+
+    #[test]
+    fn chains_causes_once() {
+        let io = std::io::Error::other("disk on fire");
+        #[derive(Debug, thiserror::Error)]
+        #[error("writing the ring")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(error_chain(&Outer(io)), "writing the ring: disk on fire");
+        #[derive(Debug, thiserror::Error)]
+        #[error("writing the ring: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        let io = std::io::Error::other("disk on fire");
+        assert_eq!(error_chain(&Repeats(io)), "writing the ring: disk on fire");
     }
 }

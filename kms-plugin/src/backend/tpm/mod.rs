@@ -32,7 +32,11 @@ use std::sync::Arc;
 
 pub use tcti::Tcti;
 
+use self::worker::Worker;
 use super::BackendError;
+use super::options::{ConnectOptions, Kind, OptionSpec, Scope};
+use super::registry::MintRequest;
+use crate::keyring::KeyEntry;
 
 /// Why a TPM operation failed. Never carries key material.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,16 +64,12 @@ pub enum TpmError {
     Invalid(String),
 }
 
-impl From<TpmError> for BackendError {
-    fn from(e: TpmError) -> Self {
-        match e {
-            TpmError::Unavailable(_) | TpmError::PolicyFailed(_) => {
-                BackendError::Unavailable(e.to_string())
-            }
-            TpmError::Command { .. } | TpmError::Invalid(_) => {
-                BackendError::Internal(e.to_string())
-            }
-        }
+impl TpmError {
+    /// Whether the TPM cannot be used right now (gone, busy, or its PCRs no
+    /// longer satisfy a key's policy) rather than refusing a command: the
+    /// caller sees UNAVAILABLE and may retry.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, TpmError::Unavailable(_) | TpmError::PolicyFailed(_))
     }
 }
 
@@ -214,12 +214,91 @@ pub struct MintOptions {
     pub shareable: bool,
 }
 
+/// The options of both TPM backends.
+pub(crate) const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "tcti",
+        value_name: "TCTI",
+        help: "TPM backends: the TPM transport: device:/dev/tpmrm0, swtpm:host=H,port=P, tabrmd (default: $TCTI)",
+        env: Some("TCTI"),
+        scope: Scope::Connect,
+        kind: Kind::Value,
+    },
+    OptionSpec {
+        name: "pcrs",
+        value_name: "BANK:PCRS|none",
+        help: "TPM backends: bind the new key to these PCR values, e.g. sha256:0,7, or `none` (default: as the key it follows; none for `key init`)",
+        env: None,
+        scope: Scope::Create,
+        kind: Kind::Value,
+    },
+    OptionSpec {
+        name: "shareable",
+        value_name: "BOOL",
+        help: "TPM backends: let the new key be copied to other nodes' TPMs with `key share` (default: as the key it follows; not shareable for `key init`)",
+        env: None,
+        scope: Scope::Create,
+        kind: Kind::Switch,
+    },
+];
+
+/// The TCTI option, parsed: `tcti="..." is not valid: ...` on error.
+pub(crate) fn tcti_option(o: &ConnectOptions, backend: &str) -> Result<Tcti, String> {
+    let t = o.get("tcti").ok_or_else(|| {
+        format!(
+            "tcti is required with backend={backend} (e.g. --tcti device:/dev/tpmrm0, or set TCTI)"
+        )
+    })?;
+    parse_tcti(t)
+}
+
+/// Parses a TCTI string: `tcti="..." is not valid: ...` on error.
+pub(crate) fn parse_tcti(t: &str) -> Result<Tcti, String> {
+    t.parse()
+        .map_err(|e| format!("tcti={t:?} is not valid: {e}"))
+}
+
+/// Checks the connection options of a TPM backend.
+pub(crate) fn check(o: &ConnectOptions, backend: &str) -> Result<(), String> {
+    tcti_option(o, backend).map(|_| ())
+}
+
+/// Starts the TPM worker for the connection options.
+pub(crate) fn worker(o: &ConnectOptions, backend: &str) -> Result<Arc<Worker>, BackendError> {
+    quiet_tss_logging();
+    let tcti = tcti_option(o, backend).map_err(BackendError::Config)?;
+    Ok(Worker::spawn(tcti))
+}
+
+/// The options a new key of a TPM ring is made with: the flags, else those
+/// of the key it follows (`like`), else none.
+pub(crate) fn mint_options(
+    req: &MintRequest<'_>,
+    backend: &str,
+) -> Result<MintOptions, BackendError> {
+    let inherited = match req.like {
+        Some(e) => inherited_options(backend, e)?,
+        None => MintOptions::default(),
+    };
+    let pcrs = match req.create.get("pcrs") {
+        Some("none") => None,
+        Some(p) => Some(
+            p.parse::<policy::PcrPolicy>()
+                .map_err(|e| BackendError::Config(format!("pcrs={p:?} is not valid: {e}")))?,
+        ),
+        None => inherited.pcrs,
+    };
+    let shareable = req
+        .create
+        .switch("shareable")
+        .map_err(BackendError::Config)?
+        .unwrap_or(inherited.shareable);
+    Ok(MintOptions { pcrs, shareable })
+}
+
 /// The options the key `entry` of a `backend` ring was created with, so a
 /// rotation makes the new key the same way.
-pub fn inherited_options(
-    backend: &str,
-    entry: &crate::keyring::KeyEntry,
-) -> Result<MintOptions, BackendError> {
+fn inherited_options(backend: &str, entry: &KeyEntry) -> Result<MintOptions, BackendError> {
     let Some(m) = &entry.material else {
         return Ok(MintOptions::default());
     };
@@ -229,55 +308,6 @@ pub fn inherited_options(
         pcrs: policy::PcrPolicy::from_material(m)?,
         shareable: blob.is_duplicable(),
     })
-}
-
-/// Starts the worker for `tcti` and opens the `serve` backend of `kind`.
-pub fn open(
-    kind: crate::daemon::config::BackendKind,
-    dir: &std::path::Path,
-    tcti: &str,
-) -> Result<Arc<dyn super::KeyBackend>, BackendError> {
-    quiet_tss_logging();
-    let tcti: Tcti = tcti
-        .parse()
-        .map_err(|e| BackendError::Internal(format!("tcti={tcti:?} is not valid: {e}")))?;
-    let worker = worker::Worker::spawn(tcti);
-    match kind {
-        crate::daemon::config::BackendKind::TpmSealed => {
-            Ok(Arc::new(sealed::SealedBackend::open(dir, worker)?))
-        }
-        crate::daemon::config::BackendKind::TpmResident => {
-            Ok(Arc::new(resident::ResidentBackend::open(dir, worker)?))
-        }
-        crate::daemon::config::BackendKind::Software => Err(BackendError::Internal(
-            "the software backend is not a TPM backend".into(),
-        )),
-    }
-}
-
-/// The minter for TPM rings of `backend`.
-pub fn minter(
-    backend: &str,
-    tcti: Option<&str>,
-    opts: MintOptions,
-) -> Result<Box<dyn super::KeyMinter>, BackendError> {
-    quiet_tss_logging();
-    let tcti = tcti.ok_or_else(|| {
-        BackendError::Internal(format!(
-            "backend {backend} needs a TPM: pass --tcti (e.g. device:/dev/tpmrm0) or set TCTI"
-        ))
-    })?;
-    let tcti: Tcti = tcti
-        .parse()
-        .map_err(|e| BackendError::Internal(format!("tcti={tcti:?} is not valid: {e}")))?;
-    let worker = worker::Worker::spawn(tcti);
-    match backend {
-        sealed::NAME => Ok(Box::new(sealed::SealedMinter { worker, opts })),
-        resident::NAME => Ok(Box::new(resident::ResidentMinter { worker, opts })),
-        other => Err(BackendError::Internal(format!(
-            "{other:?} is not a TPM backend"
-        ))),
-    }
 }
 
 #[cfg(test)]

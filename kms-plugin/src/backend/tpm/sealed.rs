@@ -15,11 +15,9 @@
 //! a node whose TPM vanished is in a state nobody checked: fail closed and
 //! visible; kube-apiserver keeps writing with its current DEK for a while).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::structures::{
@@ -32,13 +30,37 @@ use super::object::{ObjectBlob, short_hash};
 use super::policy::{self, PcrPolicy};
 use super::worker::Worker;
 use super::{MintOptions, TpmError, is_policy_failure, tss};
-use crate::backend::{BackendError, KeyBackend, KeyMinter, MintedKey, Refresh, Wrapped};
-use crate::keyring::{self, KeyEntry, KeyState, Keyring, Material};
+use crate::backend::memory::{self, MemoryKey};
+use crate::backend::options::ConnectOptions;
+use crate::backend::registry::{BackendRow, MintRequest};
+use crate::backend::ring::{LoadError, Loaded, RingBackend, RingKeys};
+use crate::backend::{BackendError, KeyBackend, KeyMinter, MintedKey};
+use crate::keyring::{KeyEntry, Keyring, Material};
 use crate::secret::{KEY_LEN, SecretKey};
-use crate::wire::{self, Algorithm};
 
 /// The backend name in rings and flags.
 pub const NAME: &str = "tpm-sealed";
+
+/// The registry row.
+pub(crate) const ROW: BackendRow = BackendRow {
+    name: NAME,
+    summary: "KEKs sealed by a TPM 2.0, unsealed once into locked memory",
+    options: super::OPTIONS,
+    check: |o| super::check(o, NAME),
+    open,
+    minter,
+};
+
+fn open(dir: &Path, o: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {
+    let worker = super::worker(o, NAME)?;
+    Ok(Arc::new(SealedBackend::open(dir, SealedKeys { worker })?))
+}
+
+fn minter(req: &MintRequest<'_>) -> Result<Box<dyn KeyMinter>, BackendError> {
+    let opts = super::mint_options(req, NAME)?;
+    let worker = super::worker(req.connect, NAME)?;
+    Ok(Box::new(SealedMinter { worker, opts }))
+}
 
 /// The key_id of a sealed KEK: ring, version, and a hash of the sealed
 /// object's TPM name (which commits to a salted hash of the KEK, its
@@ -144,7 +166,7 @@ impl KeyMinter for SealedMinter {
     }
 
     fn algorithms(&self) -> Vec<&'static str> {
-        Algorithm::ALL.iter().map(|a| a.name()).collect()
+        memory::algorithm_names()
     }
 
     fn mint(
@@ -153,7 +175,7 @@ impl KeyMinter for SealedMinter {
         version: u64,
         algorithm: &str,
     ) -> Result<MintedKey, BackendError> {
-        let alg = crate::backend::aead_for_mint(algorithm)?;
+        let alg = memory::algorithm_for_mint(algorithm)?;
         let opts = self.opts.clone();
         let (blob, digest) = self.worker.call_blocking(move |conn| {
             let digest = match &opts.pcrs {
@@ -200,73 +222,19 @@ impl KeyMinter for SealedMinter {
     }
 }
 
-/// A KEK ready for use.
-struct LoadedKey {
-    key_id: Arc<str>,
-    alg: Algorithm,
-    key: SecretKey,
+/// The `tpm-sealed` part of a [`RingBackend`]: keys unsealed through the
+/// worker's TPM connection; wrap and unwrap in memory.
+pub(crate) struct SealedKeys {
+    /// The TPM.
+    pub worker: Arc<Worker>,
 }
 
-enum Slot {
-    Ready(Arc<LoadedKey>),
-    Retired,
-    /// The key is in the ring but cannot be unsealed (PCRs changed, blob
-    /// from another TPM): the reason, for Decrypt and the log.
-    Broken(String),
-}
+/// The `tpm-sealed` backend.
+pub(crate) type SealedBackend = RingBackend<SealedKeys>;
 
-struct State {
-    active: Arc<LoadedKey>,
-    keys: HashMap<String, Slot>,
-}
-
-/// A key to unseal: id, algorithm, blob, PCR binding.
-type Todo = (String, Algorithm, ObjectBlob, Option<PcrPolicy>);
-/// What unsealing one key gave: the key, or why not.
-type Unsealed = (String, Result<LoadedKey, String>);
-
-fn invalid(dir: &Path, reason: String) -> BackendError {
-    BackendError::Keyring(keyring::KeyringError::Invalid {
-        path: keyring::ring_path(dir),
-        reason,
-    })
-}
-
-/// Checks the ring and lists the keys to unseal (those not already in `prev`).
-fn plan(ring: &Keyring, dir: &Path, prev: Option<&State>) -> Result<Vec<Todo>, BackendError> {
-    if ring.backend != NAME {
-        return Err(invalid(
-            dir,
-            format!("it belongs to backend {:?}, not {NAME:?}", ring.backend),
-        ));
-    }
-    let mut todo = Vec::new();
-    for e in &ring.keys {
-        if e.state == KeyState::Retired {
-            continue;
-        }
-        if let Some(Slot::Ready(_)) = prev.and_then(|p| p.keys.get(&e.key_id)) {
-            continue;
-        }
-        let (alg, blob, pcrs) = decode_entry(e).map_err(|r| invalid(dir, r))?;
-        if derive_key_id(&ring.ring_id, e.version, &blob)
-            .map_err(|r| invalid(dir, r.to_string()))?
-            != e.key_id
-        {
-            return Err(invalid(
-                dir,
-                format!(
-                    "key {} does not match its sealed object (corrupted or edited ring)",
-                    e.key_id
-                ),
-            ));
-        }
-        todo.push((e.key_id.clone(), alg, blob, pcrs));
-    }
-    Ok(todo)
-}
-
-fn decode_entry(e: &KeyEntry) -> Result<(Algorithm, ObjectBlob, Option<PcrPolicy>), String> {
+fn decode_entry(
+    e: &KeyEntry,
+) -> Result<(crate::wire::Algorithm, ObjectBlob, Option<PcrPolicy>), String> {
     let alg = e
         .aead()
         .ok_or_else(|| format!("key {} has unknown algorithm {:?}", e.key_id, e.algorithm))?;
@@ -279,186 +247,77 @@ fn decode_entry(e: &KeyEntry) -> Result<(Algorithm, ObjectBlob, Option<PcrPolicy
     Ok((alg, blob, pcrs))
 }
 
-/// Unseals every key of `todo` on one connection. A TPM outage fails the
-/// whole job; a key that does not unseal is reported on its own.
-fn unseal_all(conn: &mut Conn, todo: &[Todo]) -> Result<Vec<Unsealed>, TpmError> {
-    let mut out = Vec::with_capacity(todo.len());
-    for (key_id, alg, blob, pcrs) in todo {
-        let alg = *alg;
-        match unseal(conn, blob, pcrs.as_ref(), key_id) {
-            Ok(key) => out.push((
-                key_id.clone(),
-                Ok(LoadedKey {
-                    key_id: key_id.as_str().into(),
-                    alg,
-                    key,
-                }),
-            )),
-            Err(e @ TpmError::Unavailable(_)) => return Err(e),
-            Err(e) => out.push((key_id.clone(), Err(e.to_string()))),
-        }
-    }
-    Ok(out)
-}
+impl RingKeys for SealedKeys {
+    type Key = MemoryKey;
+    const NAME: &'static str = NAME;
+    const HARDWARE_BACKED: bool = true;
 
-fn assemble(
-    ring: &Keyring,
-    dir: &Path,
-    prev: Option<&State>,
-    unsealed: Vec<Unsealed>,
-) -> Result<State, BackendError> {
-    let mut fresh: HashMap<String, Result<LoadedKey, String>> = unsealed.into_iter().collect();
-    let mut keys = HashMap::with_capacity(ring.keys.len());
-    let mut active = None;
-    for e in &ring.keys {
-        let slot = if e.state == KeyState::Retired {
-            Slot::Retired
-        } else if let Some(Slot::Ready(k)) = prev.and_then(|p| p.keys.get(&e.key_id)) {
-            Slot::Ready(k.clone())
-        } else {
-            match fresh.remove(&e.key_id) {
-                Some(Ok(k)) => Slot::Ready(Arc::new(k)),
-                Some(Err(reason)) => {
-                    tracing::error!(kms.key_id = %e.key_id, reason = %reason, "key cannot be unsealed; Decrypt with it will fail");
-                    Slot::Broken(reason)
-                }
-                None => Slot::Broken(format!("key {} was not unsealed", e.key_id)),
+    fn key_id(key: &MemoryKey) -> &Arc<str> {
+        &key.key_id
+    }
+
+    fn max_plaintext(key: &MemoryKey) -> usize {
+        key.max_plaintext()
+    }
+
+    fn load(&self, ring: &Keyring, entries: &[&KeyEntry]) -> Result<Loaded<MemoryKey>, LoadError> {
+        // Check every entry against its sealed object before touching the TPM.
+        let mut todo = Vec::with_capacity(entries.len());
+        for e in entries {
+            let (alg, blob, pcrs) = decode_entry(e).map_err(LoadError::Invalid)?;
+            if derive_key_id(&ring.ring_id, e.version, &blob)
+                .map_err(|r| LoadError::Invalid(r.to_string()))?
+                != e.key_id
+            {
+                return Err(LoadError::Invalid(format!(
+                    "key {} does not match its sealed object (corrupted or edited ring)",
+                    e.key_id
+                )));
             }
-        };
-        if e.state == KeyState::Active {
-            match &slot {
-                Slot::Ready(k) => active = Some(k.clone()),
-                Slot::Broken(reason) => {
-                    return Err(BackendError::Unavailable(format!(
-                        "the active key cannot be unsealed: {reason}"
-                    )));
-                }
-                Slot::Retired => {}
-            }
+            todo.push((e.key_id.clone(), alg, blob, pcrs));
         }
-        keys.insert(e.key_id.clone(), slot);
-    }
-    let active = active.ok_or_else(|| invalid(dir, "no active key".into()))?;
-    Ok(State { active, keys })
-}
-
-/// The `tpm-sealed` backend.
-pub struct SealedBackend {
-    dir: PathBuf,
-    worker: Arc<Worker>,
-    state: ArcSwap<State>,
-    watcher: keyring::RingWatcher,
-}
-
-impl SealedBackend {
-    /// Loads the ring in `dir` and unseals its keys (blocking: start-up).
-    pub fn open(dir: &Path, worker: Arc<Worker>) -> Result<Self, BackendError> {
-        let watcher = keyring::RingWatcher::new(dir);
-        let ring = Keyring::load(dir)?;
-        let todo = plan(&ring, dir, None)?;
-        let unsealed = worker.call_blocking(move |c| unseal_all(c, &todo))?;
-        let state = assemble(&ring, dir, None, unsealed)?;
-        Ok(SealedBackend {
-            dir: dir.to_path_buf(),
-            worker,
-            state: ArcSwap::from_pointee(state),
-            watcher,
-        })
+        // Unseal them on one connection. A TPM outage fails the whole job; a
+        // key that does not unseal is reported on its own.
+        Ok(self.worker.call_blocking(move |conn| {
+            let mut out = Vec::with_capacity(todo.len());
+            for (key_id, alg, blob, pcrs) in &todo {
+                match unseal(conn, blob, pcrs.as_ref(), key_id) {
+                    Ok(key) => out.push(Ok(MemoryKey {
+                        key_id: key_id.as_str().into(),
+                        alg: *alg,
+                        key,
+                    })),
+                    Err(e @ TpmError::Unavailable(_)) => return Err(e),
+                    Err(e) => out.push(Err(e.to_string())),
+                }
+            }
+            Ok(out)
+        })?)
     }
 
-    fn check_tpm(&self) -> Result<(), BackendError> {
+    async fn wrap(&self, key: &Arc<MemoryKey>, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
+        key.wrap(plaintext)
+    }
+
+    async fn unwrap(
+        &self,
+        key: &Arc<MemoryKey>,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        key.unwrap(ciphertext)
+    }
+
+    /// The keys in memory could still serve, but a node whose TPM vanished
+    /// is in a state nobody checked: fail closed and visible.
+    fn ready(&self) -> Result<(), BackendError> {
         match self.worker.down_reason() {
             Some(r) => Err(BackendError::Unavailable(r)),
             None => Ok(()),
         }
     }
-}
 
-#[async_trait::async_trait]
-impl KeyBackend for SealedBackend {
-    fn kind(&self) -> &'static str {
-        NAME
-    }
-
-    fn is_hardware_backed(&self) -> bool {
-        true
-    }
-
-    fn active_key_id(&self) -> Result<Arc<str>, BackendError> {
-        Ok(self.state.load().active.key_id.clone())
-    }
-
-    fn max_plaintext(&self) -> usize {
-        self.state.load().active.alg.max_plaintext()
-    }
-
-    async fn encrypt(&self, plaintext: &[u8]) -> Result<Wrapped, BackendError> {
-        self.check_tpm()?;
-        let state = self.state.load();
-        let k = &state.active;
-        let ciphertext = wire::seal(k.alg, &k.key, &k.key_id, plaintext)?;
-        Ok(Wrapped {
-            key_id: k.key_id.clone(),
-            ciphertext,
-        })
-    }
-
-    async fn decrypt(
-        &self,
-        key_id: &str,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
-        self.check_tpm()?;
-        let state = self.state.load();
-        match state.keys.get(key_id) {
-            Some(Slot::Ready(k)) => Ok(wire::open(k.alg, &k.key, &k.key_id, ciphertext)?),
-            Some(Slot::Retired) => Err(BackendError::Retired(key_id.to_string())),
-            Some(Slot::Broken(reason)) => Err(BackendError::Unavailable(reason.clone())),
-            None => Err(BackendError::UnknownKeyId(kms_proto::contract::printable(
-                key_id, 128,
-            ))),
-        }
-    }
-
-    async fn refresh(&self) -> Result<Refresh, BackendError> {
-        let Some(stat) = self.watcher.changed() else {
-            return Ok(Refresh {
-                active: self.state.load().active.key_id.clone(),
-                changed: false,
-            });
-        };
-        let ring = Keyring::load(&self.dir)?;
-        let prev = self.state.load_full();
-        let todo = plan(&ring, &self.dir, Some(&prev))?;
-        let unsealed = if todo.is_empty() {
-            Vec::new()
-        } else {
-            self.worker.call(move |c| unseal_all(c, &todo)).await?
-        };
-        let state = assemble(&ring, &self.dir, Some(&prev), unsealed)?;
-        let active = state.active.key_id.clone();
-        self.state.store(Arc::new(state));
-        self.watcher.loaded(stat);
-        Ok(Refresh {
-            changed: true,
-            active,
-        })
-    }
-
-    async fn self_test(&self) -> Result<(), BackendError> {
-        // A live TPM round trip first: healthz must say when the TPM is gone.
-        self.worker.call(|c| c.probe()).await?;
-        let mut probe = Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut probe[..])
-            .map_err(|_| BackendError::Internal("the OS random number generator failed".into()))?;
-        let w = self.encrypt(&probe[..]).await?;
-        let back = self.decrypt(&w.key_id, &w.ciphertext).await?;
-        if back[..] != probe[..] {
-            return Err(BackendError::Internal(
-                "self-test: unwrap did not return what was wrapped".into(),
-            ));
-        }
-        Ok(())
+    async fn probe(&self) -> Result<(), BackendError> {
+        Ok(self.worker.call(|c| c.probe()).await?)
     }
 }
 
@@ -466,6 +325,7 @@ impl KeyBackend for SealedBackend {
 mod tests {
     use super::*;
     use crate::backend::tpm::testing::{Swtpm, make_ring};
+    use crate::keyring;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tpm_sealed_round_trip_rotation_and_tamper() {
@@ -478,8 +338,13 @@ mod tests {
             &["aes-256-gcm"],
             MintOptions::default(),
         );
-        let b =
-            SealedBackend::open(dir.path(), Worker::spawn(tpm.tcti().parse().unwrap())).unwrap();
+        let b = SealedBackend::open(
+            dir.path(),
+            SealedKeys {
+                worker: Worker::spawn(tpm.tcti().parse().unwrap()),
+            },
+        )
+        .unwrap();
         assert!(b.active_key_id().unwrap().starts_with("tpms-"));
         let w = b.encrypt(&[7u8; 32]).await.unwrap();
         assert_eq!(
@@ -528,10 +393,15 @@ mod tests {
         let id = &r.keys[0].key_id;
         let forged = format!("{}000000", &id[..id.len() - 6]);
         std::fs::write(&path, text.replace(id.as_str(), &forged)).unwrap();
-        let e = SealedBackend::open(dir.path(), Worker::spawn(tpm.tcti().parse().unwrap()))
-            .err()
-            .unwrap()
-            .to_string();
+        let e = SealedBackend::open(
+            dir.path(),
+            SealedKeys {
+                worker: Worker::spawn(tpm.tcti().parse().unwrap()),
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("does not match its sealed object"), "{e}");
     }
 }

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::MintOptions;
+use crate::backend::KeyMinter;
 use crate::keyring::{self, KeyEntry, KeyState, Keyring, now_rfc3339};
 
 /// A running swtpm, killed on drop.
@@ -91,7 +92,12 @@ pub fn make_ring(
     algs: &[&str],
     opts: MintOptions,
 ) -> Keyring {
-    let minter = super::minter(backend, Some(tcti), opts).unwrap();
+    let worker = super::worker::Worker::spawn(tcti.parse().unwrap());
+    let minter: Box<dyn KeyMinter> = match backend {
+        super::sealed::NAME => Box::new(super::sealed::SealedMinter { worker, opts }),
+        super::resident::NAME => Box::new(super::resident::ResidentMinter { worker, opts }),
+        other => panic!("{other} is not a TPM backend"),
+    };
     let l = keyring::lock(dir).unwrap();
     let mut r = Keyring::load(dir).unwrap_or_else(|_| Keyring::new(minter.backend()).unwrap());
     for a in algs {

@@ -229,11 +229,6 @@ impl Worker {
         })
     }
 
-    /// The transport.
-    pub fn tcti(&self) -> &Tcti {
-        &self.tcti
-    }
-
     /// Why the TPM is unavailable, when the last attempt to reach it failed.
     pub fn down_reason(&self) -> Option<String> {
         self.down.reason()

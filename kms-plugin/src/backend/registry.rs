@@ -1,0 +1,143 @@
+//! The one table of key backends. A backend is one module that defines a
+//! [`BackendRow`] plus one line in [`BACKENDS`]: its name, the options it
+//! reads, how it checks them, opens the serving backend and makes new keys.
+//! `serve --backend`, the key ring's `backend` field, the `key` commands,
+//! the flags and the config file all go through this table.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::options::{ConnectOptions, CreateOptions, OptionSpec};
+use super::{BackendError, KeyBackend, KeyMinter, software, tpm};
+use crate::keyring::KeyEntry;
+
+/// What `key init|add|rotate` know when they need a minter.
+pub(crate) struct MintRequest<'a> {
+    /// How to reach the backend.
+    pub connect: &'a ConnectOptions,
+    /// How to make the key.
+    pub create: &'a CreateOptions,
+    /// The key a rotation or an added version follows, whose settings a
+    /// new key inherits unless told otherwise; `None` for `key init`.
+    pub like: Option<&'a KeyEntry>,
+}
+
+/// Opens the serving backend over the ring in a directory.
+pub(crate) type OpenFn = fn(&Path, &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError>;
+/// Makes the minter `key init|add|rotate` create keys with.
+pub(crate) type MinterFn = fn(&MintRequest<'_>) -> Result<Box<dyn KeyMinter>, BackendError>;
+
+/// One key backend.
+pub(crate) struct BackendRow {
+    /// The name in flags, config files and key rings.
+    pub name: &'static str,
+    /// One line for `--help` and messages.
+    pub summary: &'static str,
+    /// Every option it reads.
+    pub options: &'static [OptionSpec],
+    /// Checks the connection options before anything binds or runs; the
+    /// message names the option (`tcti="x" is not valid: ...`).
+    pub check: fn(&ConnectOptions) -> Result<(), String>,
+    /// Opens the serving backend.
+    pub open: OpenFn,
+    /// Makes the minter of new keys.
+    pub minter: MinterFn,
+}
+
+impl std::fmt::Debug for BackendRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl PartialEq for BackendRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+/// Every backend, the default first.
+pub(crate) const BACKENDS: &[BackendRow] = &[software::ROW, tpm::sealed::ROW, tpm::resident::ROW];
+
+/// The backend called `name`.
+pub(crate) fn row(name: &str) -> Option<&'static BackendRow> {
+    BACKENDS.iter().find(|r| r.name == name)
+}
+
+/// The default backend (`software`).
+pub(crate) fn default_row() -> &'static BackendRow {
+    &BACKENDS[0]
+}
+
+/// `software, tpm-sealed or tpm-resident`.
+pub(crate) fn choices() -> String {
+    let names: Vec<&str> = BACKENDS.iter().map(|r| r.name).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
+}
+
+/// The `--backend` values with their summaries, for `--help`.
+pub(crate) fn possible_values() -> Vec<clap::builder::PossibleValue> {
+    BACKENDS
+        .iter()
+        .map(|r| clap::builder::PossibleValue::new(r.name).help(r.summary))
+        .collect()
+}
+
+/// The backend called `name`, or `"name" is not valid: choose ...`.
+pub(crate) fn lookup(name: &str) -> Result<&'static BackendRow, String> {
+    row(name).ok_or_else(|| format!("{name:?} is not valid: choose {}", choices()))
+}
+
+/// Opens the serving backend `row` over the ring in `dir`.
+pub(crate) fn open(
+    row: &BackendRow,
+    dir: &Path,
+    connect: &ConnectOptions,
+) -> Result<Arc<dyn KeyBackend>, BackendError> {
+    connect
+        .check_applies(row)
+        .and_then(|()| (row.check)(connect))
+        .map_err(BackendError::Config)?;
+    (row.open)(dir, connect)
+}
+
+/// The minter for a ring of backend `name` (the ring's own backend name).
+pub(crate) fn minter(
+    name: &str,
+    req: &MintRequest<'_>,
+) -> Result<Box<dyn KeyMinter>, BackendError> {
+    let row = lookup(name).map_err(|e| BackendError::Config(format!("backend={e}")))?;
+    req.connect
+        .check_applies(row)
+        .and_then(|()| req.create.check_applies(row))
+        .and_then(|()| (row.check)(req.connect))
+        .map_err(BackendError::Config)?;
+    (row.minter)(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_listed() {
+        for (i, r) in BACKENDS.iter().enumerate() {
+            assert!(
+                BACKENDS[i + 1..].iter().all(|o| o.name != r.name),
+                "{} twice",
+                r.name
+            );
+            assert_eq!(row(r.name).unwrap().name, r.name);
+        }
+        assert_eq!(choices(), "software, tpm-sealed or tpm-resident");
+        assert_eq!(default_row().name, "software");
+        assert!(
+            lookup("hsm")
+                .unwrap_err()
+                .contains("\"hsm\" is not valid: choose software")
+        );
+    }
+}

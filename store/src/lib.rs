@@ -8,11 +8,11 @@
 pub mod bench;
 pub mod cli;
 pub mod encryption_config;
-mod k8s;
+pub mod k8s;
 pub mod migrate;
 pub mod rand;
-pub mod runtime;
 pub mod rewrap;
+pub mod runtime;
 pub mod secret;
 pub mod storage;
 pub mod store;

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::k8s::new_uid;
-use crate::secret::{self, InvalidError, Secret, Warning};
+use crate::k8s::{InvalidError, new_uid};
+use crate::secret::{self, Secret, Warning};
 use crate::storage::{self, Precondition, StorageEngine, StorageError, Versioned};
 use crate::transform::chain::TransformerChain;
 use crate::transform::{EnvelopeInfo, TransformError};

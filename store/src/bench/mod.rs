@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::secret::{Secret, SecretValue};
-use crate::storage::StorageEngine;
 use crate::storage::EngineSpec;
+use crate::storage::StorageEngine;
 use crate::storage::etcd::EtcdConfig;
 use crate::store::SecretStore;
 use crate::transform::Transformer;

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::open::{etcd_config, open_spec};
-use crate::storage::EngineSpec;
 use super::{Bar, GlobalArgs};
 use crate::migrate::{MigrateOptions, migrate};
+use crate::storage::EngineSpec;
 use crate::store::secrets_prefix_for;
 
 /// `migrate` flags. The etcd side(s) take --etcd-prefix, --etcd-timeout and

@@ -6,7 +6,7 @@ use crate::wipe::Wiped;
 
 /// Decodes a key secret into a zeroizing buffer; `None` if it is not valid.
 pub(super) fn decode_base64_std(text: &str) -> Option<Wiped<Vec<u8>>> {
-    crate::secret::gobase64::decode(text.as_bytes()).ok()
+    crate::k8s::base64::decode(text.as_bytes()).ok()
 }
 
 #[cfg(test)]

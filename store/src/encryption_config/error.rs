@@ -1,11 +1,11 @@
-//! Why a configuration cannot be used: [`ConfigError`], and the errors of
-//! validation, each naming its field path in the apiserver's format
-//! ([`FieldError`], [`FieldErrors`]).
+//! Why a configuration cannot be used: [`ConfigError`]. Validation errors
+//! name their field paths in the apiserver's format, as the Kubernetes
+//! conventions' [`FieldErrors`] print them.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use super::{API_VERSION, KIND};
+use crate::k8s::FieldErrors;
 
 /// Why a configuration cannot be used. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]
@@ -63,79 +63,4 @@ pub enum ConfigError {
         /// The earlier wildcard rule (`*.`, `*.<group>` or `*.*`).
         rule: String,
     },
-}
-
-/// The kind of a [`FieldError`], as in apimachinery's `field.ErrorType`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FieldErrorKind {
-    /// A required field is missing or empty.
-    Required,
-    /// A field has an invalid value.
-    Invalid,
-    /// A value appears twice where it must be unique.
-    Duplicate,
-}
-
-/// One validation error: the field path, what is wrong, and the offending
-/// value (already made safe: secrets are shown as `REDACTED`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    /// The field path, e.g. `resources[0].providers[1].aesgcm.keys[0].secret`.
-    pub field: String,
-    /// The kind of error.
-    pub kind: FieldErrorKind,
-    /// The offending value, rendered (`"REDACTED"` for secrets); `None` for
-    /// `Required`.
-    pub value: Option<String>,
-    /// What is wrong.
-    pub detail: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            FieldErrorKind::Required => "Required value",
-            FieldErrorKind::Invalid => "Invalid value",
-            FieldErrorKind::Duplicate => "Duplicate value",
-        };
-        write!(f, "{}: {kind}", self.field)?;
-        if let Some(v) = &self.value {
-            write!(f, ": {v}")?;
-        }
-        if !self.detail.is_empty() {
-            write!(f, ": {}", self.detail)?;
-        }
-        Ok(())
-    }
-}
-
-/// All validation errors of a file, in the order found. Displayed as the
-/// apiserver's aggregate: one error as itself, several as `[a, b]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldErrors(pub Vec<FieldError>);
-
-impl FieldErrors {
-    /// Whether any error is for exactly `field`.
-    pub fn has_field(&self, field: &str) -> bool {
-        self.0.iter().any(|e| e.field == field)
-    }
-}
-
-impl fmt::Display for FieldErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.as_slice() {
-            [one] => write!(f, "{one}"),
-            many => {
-                f.write_str("[")?;
-                for (i, e) in many.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{e}")?;
-                }
-                f.write_str("]")
-            }
-        }
-    }
 }

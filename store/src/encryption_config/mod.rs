@@ -27,8 +27,8 @@
 //!   [`parse`](EncryptionConfiguration::parse)) and the constants;
 //! - `provider`: the validated types ([`ResourceConfig`],
 //!   [`ProviderConfig`], [`KeyConfig`], [`KmsProviderConfig`]);
-//! - `error`: [`ConfigError`] and the field-path errors ([`FieldError`],
-//!   [`FieldErrors`]);
+//! - `error`: [`ConfigError`]; its field-path errors are the Kubernetes
+//!   conventions' [`FieldErrors`](crate::k8s::FieldErrors);
 //! - `decode`: strict YAML / JSON decoding into the raw form, with key
 //!   material scrubbed from decoder messages;
 //! - `validate`: upstream's rules for the `resources:` list and each
@@ -59,7 +59,7 @@ mod resources;
 mod test_support;
 mod validate;
 
-pub use error::{ConfigError, FieldError, FieldErrorKind, FieldErrors};
+pub use error::ConfigError;
 pub use provider::{KeyConfig, KmsProviderConfig, ProviderConfig, ResourceConfig};
 
 /// `apiVersion` of the only EncryptionConfiguration version the apiserver

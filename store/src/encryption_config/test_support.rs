@@ -1,6 +1,7 @@
 //! Fixtures shared by the unit tests of this module.
 
-use super::{ConfigError, EncryptionConfiguration, FieldErrors};
+use super::{ConfigError, EncryptionConfiguration};
+use crate::k8s::FieldErrors;
 
 pub(super) const K16: &str = "qRGwRx4KK0MkLWtofcOcpQ=="; // 16 bytes
 pub(super) const K24: &str = "uiTOdiVLC5yttc/UbGPe0gDHP2CWkw9e"; // 24 bytes

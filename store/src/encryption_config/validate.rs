@@ -10,7 +10,8 @@ use super::decode::{RawProvider, RawResource};
 use super::keys::{AES_KEY_SIZES, SECRETBOX_KEY_SIZES, validate_keys};
 use super::kms::validate_kms;
 use super::resources::GroupResource;
-use super::{FieldError, FieldErrorKind, FieldErrors, ProviderConfig, ResourceConfig};
+use super::{ProviderConfig, ResourceConfig};
+use crate::k8s::{FieldError, FieldErrors};
 
 /// Collects field errors with the apiserver's message shapes.
 #[derive(Default)]
@@ -18,12 +19,7 @@ pub(super) struct Errors(pub(super) Vec<FieldError>);
 
 impl Errors {
     pub(super) fn required(&mut self, field: &str, detail: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.to_owned(),
-            kind: FieldErrorKind::Required,
-            value: None,
-            detail: detail.into(),
-        });
+        self.0.push(FieldError::required(field, detail));
     }
     pub(super) fn invalid(
         &mut self,
@@ -31,20 +27,11 @@ impl Errors {
         value: impl Into<String>,
         detail: impl Into<String>,
     ) {
-        self.0.push(FieldError {
-            field: field.to_owned(),
-            kind: FieldErrorKind::Invalid,
-            value: Some(value.into()),
-            detail: detail.into(),
-        });
+        self.0
+            .push(FieldError::invalid_rendered(field, value.into(), detail));
     }
     pub(super) fn duplicate(&mut self, field: &str, value: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.to_owned(),
-            kind: FieldErrorKind::Duplicate,
-            value: Some(value.into()),
-            detail: String::new(),
-        });
+        self.0.push(FieldError::duplicate(field, value.into()));
     }
 }
 

@@ -1,8 +1,12 @@
-//! Field errors and the `Secret "x" is invalid: …` error, formatted as
-//! `k8s.io/apimachinery/pkg/util/validation/field` and
-//! `apierrors.NewInvalid` format them.
+//! Field errors, their aggregate and the `Secret "x" is invalid: …` error,
+//! formatted as `k8s.io/apimachinery/pkg/util/validation/field`,
+//! `utilerrors.NewAggregate` and `apierrors.NewInvalid` format them. Both
+//! the Secret validation and the EncryptionConfiguration validation report
+//! through these types; one printer writes every aggregate.
 
 use std::fmt;
+
+use super::quote::go_quote;
 
 /// What is wrong with a field (`field.ErrorType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +16,8 @@ pub enum ErrorType {
     Required,
     /// `Invalid value`: the value is malformed.
     Invalid,
+    /// `Duplicate value`: the value appears twice where it must be unique.
+    Duplicate,
     /// `Forbidden`: the value is well formed but not allowed here.
     Forbidden,
     /// `Too long`: the value (or the sum of values) is too large.
@@ -24,6 +30,7 @@ impl ErrorType {
         match self {
             ErrorType::Required => "Required value",
             ErrorType::Invalid => "Invalid value",
+            ErrorType::Duplicate => "Duplicate value",
             ErrorType::Forbidden => "Forbidden",
             ErrorType::TooLong => "Too long",
         }
@@ -33,14 +40,16 @@ impl ErrorType {
 /// One field-level validation error (`field.Error`).
 ///
 /// `bad_value` is already rendered the way Go prints it (a quoted string, or
-/// `"<secret contents redacted>"`); a secret value is never put there.
+/// `"<secret contents redacted>"`, `"REDACTED"`); a secret value is never
+/// put there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
     /// What kind of error.
     pub error_type: ErrorType,
     /// The field path, e.g. `data[tls.key]` or `metadata.name`.
     pub field: String,
-    /// The offending value as printed (only for [`ErrorType::Invalid`]).
+    /// The offending value as printed ([`ErrorType::Invalid`] and
+    /// [`ErrorType::Duplicate`]).
     pub bad_value: Option<String>,
     /// The explanation, possibly empty.
     pub detail: String,
@@ -74,6 +83,16 @@ impl FieldError {
             field: field.into(),
             bad_value: Some(rendered),
             detail: detail.into(),
+        }
+    }
+
+    /// `field.Duplicate(path, value)` with a value already rendered.
+    pub fn duplicate(field: impl Into<String>, rendered: String) -> Self {
+        Self {
+            error_type: ErrorType::Duplicate,
+            field: field.into(),
+            bad_value: Some(rendered),
+            detail: String::new(),
         }
     }
 
@@ -111,6 +130,42 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// Writes field errors as apimachinery's aggregate prints them: one error
+/// as itself, several as `[a, b]`.
+fn write_aggregate(f: &mut fmt::Formatter<'_>, errors: &[FieldError]) -> fmt::Result {
+    match errors {
+        [one] => write!(f, "{one}"),
+        many => {
+            f.write_str("[")?;
+            for (i, e) in many.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{e}")?;
+            }
+            f.write_str("]")
+        }
+    }
+}
+
+/// Field errors in the order found, displayed as an aggregate (one error as
+/// itself, several as `[a, b]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldErrors(pub Vec<FieldError>);
+
+impl FieldErrors {
+    /// Whether any error is for exactly `field`.
+    pub fn has_field(&self, field: &str) -> bool {
+        self.0.iter().any(|e| e.field == field)
+    }
+}
+
+impl fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_aggregate(f, &self.0)
+    }
+}
+
 /// A Secret failed validation: `Secret "name" is invalid: …`.
 ///
 /// With one error the message is `Secret "x" is invalid: <error>`; with
@@ -142,76 +197,11 @@ impl InvalidError {
 impl fmt::Display for InvalidError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret {} is invalid: ", go_quote(&self.name))?;
-        match self.errors.as_slice() {
-            [one] => write!(f, "{one}"),
-            many => {
-                f.write_str("[")?;
-                for (i, e) in many.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{e}")?;
-                }
-                f.write_str("]")
-            }
-        }
+        write_aggregate(f, &self.errors)
     }
 }
 
 impl std::error::Error for InvalidError {}
-
-/// Quotes `s` as Go's `%q` (`strconv.Quote`) does: printable characters as
-/// they are, `\"`, `\\`, the C escapes, `\xNN` below U+0020 and for DEL,
-/// `\uNNNN` / `\UNNNNNNNN` for other non-printable characters.
-pub fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if is_go_printable(c) => out.push(c),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An approximation of Go's `strconv.IsPrint`: letters, marks, numbers,
-/// punctuation, symbols and the ASCII space.
-fn is_go_printable(c: char) -> bool {
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    // Format characters, surrogates' neighbours and private use are not
-    // printable in Go; the common ones are listed here.
-    !matches!(
-        c,
-        '\u{ad}'
-            | '\u{600}'..='\u{605}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{2028}'..='\u{202e}'
-            | '\u{2060}'..='\u{206f}'
-            | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}'
-            | '\u{e000}'..='\u{f8ff}'
-    )
-}
 
 #[cfg(test)]
 mod tests {
@@ -262,15 +252,5 @@ mod tests {
             many.to_string(),
             "Secret \"x\" is invalid: [data[a]: Required value, data[b]: Required value]"
         );
-    }
-
-    #[test]
-    fn go_quote_escapes_like_strconv() {
-        assert_eq!(go_quote("plain"), "\"plain\"");
-        assert_eq!(go_quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        assert_eq!(go_quote("a\nb\tc\u{1}\u{7f}"), "\"a\\nb\\tc\\x01\\x7f\"");
-        assert_eq!(go_quote("é ü"), "\"é ü\"");
-        assert_eq!(go_quote("\u{200b}"), "\"\\u200b\"");
-        assert_eq!(go_quote("\u{a0}"), "\"\\u00a0\"");
     }
 }

@@ -20,7 +20,7 @@ fn quote_char(c: u8) -> String {
         b'"' => "'\"'".to_owned(),
         _ => {
             // Go converts the byte to the rune U+00XX and quotes that.
-            let quoted = super::field_error::go_quote(&char::from(c).to_string());
+            let quoted = super::go_quote(&char::from(c).to_string());
             format!("'{}'", &quoted[1..quoted.len() - 1])
         }
     }

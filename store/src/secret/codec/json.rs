@@ -13,12 +13,11 @@
 
 use std::collections::BTreeMap;
 
-use super::gobase64;
-use super::model::{ObjectMeta, Secret, SecretValue};
-use super::node::Node;
-use super::storage_codec::DecodeError;
-use super::timefmt;
-use super::types::SECRET_TYPE_OPAQUE;
+use super::error::DecodeError;
+use crate::k8s::base64 as gobase64;
+use crate::k8s::time as timefmt;
+use crate::secret::model::{ObjectMeta, SECRET_TYPE_OPAQUE, Secret, SecretValue};
+use crate::secret::node::Node;
 use crate::wipe::Wiped;
 
 /// Appends `s` as a Go JSON string (quotes included).

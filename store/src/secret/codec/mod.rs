@@ -1,59 +1,17 @@
 //! The bytes kube-apiserver puts inside the encryption for a Secret, in
-//! both of its storage formats: JSON ([`storage_json`])
-//! and the default protobuf ([`storage_proto`]).
-//! Reading detects the format; the output buffers are wiped on drop.
+//! both of its storage formats: JSON (`json`) and the default protobuf
+//! (`proto`); `error`: [`DecodeError`]. Reading detects the format; the
+//! output buffers are wiped on drop.
 
-use super::model::Secret;
-use super::{storage_json, storage_proto};
+mod error;
+mod json;
+mod proto;
+
+pub use error::DecodeError;
+pub(crate) use json::push_json_string;
+
+use crate::secret::model::Secret;
 use crate::wipe::Wiped;
-
-/// Why stored bytes are not a Secret. No variant carries a data value.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// Nothing was stored.
-    #[error("the stored value is empty")]
-    Empty,
-    /// The bytes still carry an at-rest encryption prefix.
-    #[error("the stored value is still encrypted (it starts with \"k8s:enc:\"): decrypt it first")]
-    Encrypted,
-    /// Neither JSON nor kube-apiserver protobuf.
-    #[error(
-        "the stored value is neither JSON nor kube-apiserver protobuf (\"k8s\\x00\" + runtime.Unknown)"
-    )]
-    UnknownFormat,
-    /// Malformed JSON.
-    #[error("invalid stored JSON: {0}")]
-    Json(String),
-    /// Malformed protobuf.
-    #[error("invalid stored protobuf: {0}")]
-    Protobuf(String),
-    /// A well-formed object that is not a v1 Secret.
-    #[error("the stored object is kind {kind:?} apiVersion {api_version:?}, not a v1 Secret")]
-    WrongKind {
-        /// The `apiVersion` found.
-        api_version: String,
-        /// The `kind` found.
-        kind: String,
-    },
-    /// A field has the wrong type or content.
-    #[error("{field}: {message}")]
-    Field {
-        /// The field path, e.g. `data[password]`.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl DecodeError {
-    pub(crate) fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        DecodeError::Field {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Which format stored bytes are in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +28,7 @@ impl StorageFormat {
         if bytes.is_empty() {
             return Err(DecodeError::Empty);
         }
-        if bytes.starts_with(storage_proto::PROTOBUF_MAGIC) {
+        if bytes.starts_with(proto::PROTOBUF_MAGIC) {
             return Ok(StorageFormat::Protobuf);
         }
         if bytes.starts_with(b"k8s:enc:") {
@@ -88,13 +46,13 @@ impl Secret {
     /// `--storage-media-type=application/json`), trailing newline included,
     /// `resourceVersion` left out.
     pub fn to_storage_json(&self) -> Wiped<Vec<u8>> {
-        storage_json::encode(self)
+        json::encode(self)
     }
 
     /// The protobuf kube-apiserver stores for this Secret by default
     /// (`k8s\0` + `runtime.Unknown`), `resourceVersion` left out.
     pub fn to_storage_protobuf(&self) -> Wiped<Vec<u8>> {
-        storage_proto::encode(self)
+        proto::encode(self)
     }
 
     /// The stored bytes in `format`.
@@ -109,10 +67,8 @@ impl Secret {
     /// Garbage never panics; it is an error.
     pub fn from_storage_bytes(bytes: &[u8]) -> Result<Secret, DecodeError> {
         match StorageFormat::detect(bytes)? {
-            StorageFormat::Json => storage_json::decode(bytes),
-            StorageFormat::Protobuf => {
-                storage_proto::decode(&bytes[storage_proto::PROTOBUF_MAGIC.len()..])
-            }
+            StorageFormat::Json => json::decode(bytes),
+            StorageFormat::Protobuf => proto::decode(&bytes[proto::PROTOBUF_MAGIC.len()..]),
         }
     }
 }

@@ -21,10 +21,9 @@ use std::fmt;
 
 use prost::Message;
 
-use super::model::{ObjectMeta, Secret, SecretValue};
-use super::storage_codec::DecodeError;
-use super::timefmt;
-use super::types::SECRET_TYPE_OPAQUE;
+use super::error::DecodeError;
+use crate::k8s::time as timefmt;
+use crate::secret::model::{ObjectMeta, SECRET_TYPE_OPAQUE, Secret, SecretValue};
 use crate::wipe::{Wipe, Wiped};
 
 /// The four bytes before a kube-apiserver protobuf object.

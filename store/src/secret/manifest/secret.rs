@@ -5,13 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use super::field_error::go_quote;
-use super::gobase64;
-use super::manifest::{Location, ManifestError, ManifestOptions, check_fields, opt_string};
-use super::model::{ObjectMeta, Secret, SecretValue};
-use super::node::Node;
-use super::timefmt;
-use super::types::SECRET_TYPE_OPAQUE;
+use super::fields::{Location, ManifestError, ManifestOptions, check_fields, opt_string};
+use crate::k8s::{base64 as gobase64, go_quote, time as timefmt};
+use crate::secret::model::{ObjectMeta, SECRET_TYPE_OPAQUE, Secret, SecretValue};
+use crate::secret::node::Node;
 use crate::wipe::Wiped;
 
 pub(super) const SECRET_FIELDS: [&str; 7] = [

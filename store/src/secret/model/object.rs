@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use subtle::ConstantTimeEq;
 
-use super::timefmt;
 use super::types::SECRET_TYPE_OPAQUE;
+use crate::k8s::time as timefmt;
 use crate::wipe::Wiped;
 
 /// One value of a Secret's `data`: bytes that are wiped when dropped.

@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-use super::model::Secret;
+use super::object::Secret;
 use super::types::SECRET_TYPE_OPAQUE;
 
 /// Prepares a new Secret: an empty `type` becomes `Opaque`, `uid` and

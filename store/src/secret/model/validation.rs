@@ -27,13 +27,13 @@
 //! A Secret value never appears in a message: a bad dockercfg prints
 //! `"<secret contents redacted>"` as the apiserver does.
 
-use super::field_error::{FieldError, InvalidError};
-use super::gojson;
-use super::model::Secret;
-use super::names;
-use super::timefmt;
+use super::object::Secret;
 use super::types::*;
 use super::warnings::{Warning, warnings_for};
+use crate::k8s::json as gojson;
+use crate::k8s::names;
+use crate::k8s::time as timefmt;
+use crate::k8s::{FieldError, InvalidError};
 
 /// What the apiserver prints instead of a value it must not show.
 const REDACTED: &str = "\"<secret contents redacted>\"";

@@ -19,10 +19,10 @@
 
 use std::fmt;
 
-use super::gobase64;
-use super::model::Secret;
-use super::timefmt;
+use super::object::Secret;
 use super::types::*;
+use crate::k8s::base64 as gobase64;
+use crate::k8s::time as timefmt;
 
 /// A non-fatal remark about a Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]

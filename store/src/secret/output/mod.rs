@@ -10,11 +10,14 @@
 //! - YAML and JSON show what the apiserver returns (`resourceVersion`
 //!   included, `data` in base64) with kubectl's layout: keys sorted, JSON
 //!   indented by 4 spaces, YAML as go-yaml v2 writes it (see
-//!   [`yaml_out`](super::yaml_out)). Several Secrets print as one
+//!   `yaml`). Several Secrets print as one
 //!   `kind: List`, as `kubectl get secrets -o yaml` does.
 //!
 //! YAML and JSON contain the secret data, as kubectl's do: they come back in
 //! a buffer that is wiped when dropped.
+
+mod yaml;
+mod yaml_style;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -22,10 +25,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use super::gobase64;
-use super::model::Secret;
-use super::yaml_out::{YamlValue, YamlWriter};
+use crate::k8s::base64 as gobase64;
+use crate::secret::model::Secret;
 use crate::wipe::Wiped;
+use yaml::{YamlValue, YamlWriter};
 
 /// An output format (`-o`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -267,8 +270,8 @@ fn print_tree(tree: &YamlValue<'_>, format: OutputFormat, capacity: usize) -> Wi
 fn push_json(out: &mut String, value: &YamlValue<'_>, depth: usize) {
     let pad = |out: &mut String, depth: usize| (0..depth * 4).for_each(|_| out.push(' '));
     match value {
-        YamlValue::Str(s) => super::storage_json::push_json_string(out, s),
-        YamlValue::Secret(s) => super::storage_json::push_json_string(out, s),
+        YamlValue::Str(s) => crate::secret::codec::push_json_string(out, s),
+        YamlValue::Secret(s) => crate::secret::codec::push_json_string(out, s),
         YamlValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         YamlValue::Null => out.push_str("null"),
         YamlValue::Map(entries) if entries.is_empty() => out.push_str("{}"),
@@ -282,7 +285,7 @@ fn push_json(out: &mut String, value: &YamlValue<'_>, depth: usize) {
                     out.push_str(",\n");
                 }
                 pad(out, depth + 1);
-                super::storage_json::push_json_string(out, k);
+                crate::secret::codec::push_json_string(out, k);
                 out.push_str(": ");
                 push_json(out, v, depth + 1);
             }

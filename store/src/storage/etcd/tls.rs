@@ -28,4 +28,3 @@ pub(super) fn client_tls(tls: &EtcdTls) -> Result<etcd_client::TlsOptions, Stora
     }
     Ok(cfg)
 }
-

@@ -7,6 +7,8 @@
 //! - `dek`: HKDF-SHA256 Expand and AES-256-GCM, the per-value hot path.
 //! - `cache`: unwrapped seeds and DEKs by upstream's cache key.
 //! - `flight`: one plugin Decrypt per DEK source at a time.
+//! - `fixed_seed`: a provider without a plugin for benches, tests and
+//!   fuzzing (feature `test-support`).
 //! - `plugin`: the gRPC client (Status, Encrypt, Decrypt, timeouts); every
 //!   answer and every stored object is checked by the KMS contract
 //!   ([`kms_proto::contract`]).
@@ -18,6 +20,8 @@
 mod cache;
 mod dek;
 pub mod envelope;
+#[cfg(any(test, feature = "test-support"))]
+mod fixed_seed;
 mod flight;
 mod health;
 mod options;

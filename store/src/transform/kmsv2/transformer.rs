@@ -10,7 +10,6 @@
 //! waits for it (inside `block_in_place` on a multi-thread runtime), so it
 //! works but blocks that runtime's thread for up to the timeout.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -19,7 +18,7 @@ use kms_proto::v2::DecryptRequest;
 use tokio::task::AbortHandle;
 
 use super::cache::{CacheKey, DekCache, cache_key_of};
-use super::dek::{OpenError, SEED_LEN, SEED_OVERHEAD, UnwrappedKey, seal_seed_into};
+use super::dek::{OpenError, SEED_OVERHEAD, UnwrappedKey, seal_seed_into};
 use super::envelope::{
     DekSourceType, EncryptedObjectRef, KMS_V2_PREFIX, decode_encrypted_object, field_header_len,
     parse_envelope, put_encrypted_data_header,
@@ -32,7 +31,6 @@ use super::state::{StateCell, WriteState};
 use crate::encryption_config::KmsProviderConfig;
 use crate::runtime;
 use crate::transform::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
-use crate::wipe::Wiped;
 
 /// What the provider, its poller and its plugin calls share.
 pub(crate) struct Shared {
@@ -54,8 +52,8 @@ pub(crate) struct Shared {
 ///
 /// Dropping it stops its poller; the seeds it holds are wiped.
 pub struct KmsV2Transformer {
-    shared: Arc<Shared>,
-    poller: Option<AbortHandle>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) poller: Option<AbortHandle>,
 }
 
 impl std::fmt::Debug for KmsV2Transformer {
@@ -105,46 +103,6 @@ impl KmsV2Transformer {
         let _ = t.run(async move { shared.check().await });
         t.spawn_poller()?;
         Ok(t)
-    }
-
-    /// A provider with a fixed seed and no plugin, for benchmarks, tests and
-    /// fuzz targets only (cargo feature `test-support`, never on in a
-    /// release build): seals with `seed` under `key_id` (wrapped form
-    /// `encrypted_dek_source`), never refuses a write, opens what it sealed,
-    /// and fails any read that would need the plugin.
-    #[cfg(any(test, feature = "test-support"))]
-    pub fn from_seed_for_bench(
-        name: &str,
-        key_id: &str,
-        encrypted_dek_source: &[u8],
-        seed: Wiped<Vec<u8>>,
-    ) -> Result<Self, TransformError> {
-        check_name(name)?;
-        if seed.len() < SEED_LEN {
-            return Err(TransformError::Config(format!(
-                "a seed needs at least {SEED_LEN} bytes"
-            )));
-        }
-        let shared = Arc::new(Shared::new(
-            name,
-            "(none)".into(),
-            None,
-            KmsOptions::default(),
-        ));
-        let st = WriteState::new(
-            seed,
-            key_id.to_string(),
-            encrypted_dek_source,
-            &BTreeMap::new(),
-        );
-        shared.cache.insert(st.cache_key, Arc::clone(st.key()));
-        shared
-            .state
-            .install(st, Instant::now(), std::time::Duration::MAX);
-        Ok(KmsV2Transformer {
-            shared,
-            poller: None,
-        })
     }
 
     fn start(config: &KmsProviderConfig, options: KmsOptions) -> Result<Self, TransformError> {
@@ -340,7 +298,7 @@ impl KmsV2Transformer {
 }
 
 impl Shared {
-    fn new(
+    pub(super) fn new(
         name: &str,
         endpoint: String,
         plugin: Option<Arc<PluginClient>>,
@@ -373,7 +331,7 @@ impl Drop for KmsV2Transformer {
     }
 }
 
-fn check_name(name: &str) -> Result<(), TransformError> {
+pub(super) fn check_name(name: &str) -> Result<(), TransformError> {
     if name.is_empty() || name.contains(':') {
         return Err(TransformError::Config(format!(
             "kms provider name {name:?} is not valid: it must be non-empty and must not contain ':'"

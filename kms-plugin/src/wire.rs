@@ -113,11 +113,27 @@ fn aad(alg: Algorithm, key_id: &str) -> Vec<u8> {
     a
 }
 
-/// Wraps `plaintext` under `key`, bound to `key_id`.
+/// Wraps `plaintext` under `key`, bound to `key_id`, with a fresh random nonce.
 pub fn seal(
     alg: Algorithm,
     key: &SecretKey,
     key_id: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, WireError> {
+    let mut nonce = [0u8; 24];
+    let nonce = &mut nonce[..alg.nonce_len()];
+    getrandom::fill(nonce).map_err(WireError::Rng)?;
+    seal_with_nonce(alg, key, key_id, nonce, plaintext)
+}
+
+/// [`seal`] with a given nonce (exactly the algorithm's nonce length): the
+/// deterministic core, for the fixed test vectors. A nonce must never be
+/// used twice with one key.
+fn seal_with_nonce(
+    alg: Algorithm,
+    key: &SecretKey,
+    key_id: &str,
+    nonce: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, WireError> {
     let max = alg.max_plaintext();
@@ -128,9 +144,7 @@ pub fn seal(
         });
     }
     let nlen = alg.nonce_len();
-    let mut nonce = [0u8; 24];
-    getrandom::fill(&mut nonce[..nlen]).map_err(WireError::Rng)?;
-    let nonce = &nonce[..nlen];
+    debug_assert_eq!(nonce.len(), nlen);
     let aad = aad(alg, key_id);
     // Encrypt in a wiping buffer: the plaintext is never copied elsewhere.
     let mut body = Zeroizing::new(Vec::with_capacity(plaintext.len()));
@@ -211,6 +225,44 @@ mod tests {
 
     fn key() -> SecretKey {
         SecretKey::generate().unwrap()
+    }
+
+    /// Fixed vectors computed outside this code (Python `cryptography`'s
+    /// AESGCM and libsodium's XChaCha20-Poly1305) with key 00 01 .. 1f,
+    /// the key_id that key gets as version 1 of ring 0011223344556677, and
+    /// a 32-byte seed of 0x42: what a software or tpm-sealed ring has ever
+    /// written must stay readable, byte for byte.
+    pub(crate) const VECTOR_KEY_ID: &str = "soft-0011223344556677-v1-174f2218139d";
+    const VECTORS: [(Algorithm, &str); 2] = [
+        (
+            Algorithm::Aes256Gcm,
+            "0101a0a1a2a3a4a5a6a7a8a9aaaba45a3e6f078940fd2027c5914538829c32ee1b52d0f5002ede4c64c43de9374321d82f7e93259dcc508e6ecd69f3496e",
+        ),
+        (
+            Algorithm::XChaCha20Poly1305,
+            "0102b0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c72a143b15abb18577a6f4965ae184bce007cf285be4a961b35251f35d813057b59dc23d6e53c00ccff63dfcfa8f024437",
+        ),
+    ];
+
+    fn vector_key() -> SecretKey {
+        let k: Vec<u8> = (0u8..32).collect();
+        SecretKey::from_slice(&k).unwrap()
+    }
+
+    #[test]
+    fn fixed_vectors_open_and_reseal_byte_for_byte() {
+        let key = vector_key();
+        for (alg, hexed) in VECTORS {
+            let ct = hex::decode(hexed).unwrap();
+            assert_eq!(
+                &open(alg, &key, VECTOR_KEY_ID, &ct).unwrap()[..],
+                &[0x42u8; 32]
+            );
+            let nonce = &ct[HEADER_LEN..HEADER_LEN + alg.nonce_len()];
+            let again = seal_with_nonce(alg, &key, VECTOR_KEY_ID, nonce, &[0x42u8; 32]).unwrap();
+            assert_eq!(again, ct, "{alg}");
+            assert_eq!(ct.len(), 2 + alg.nonce_len() + 32 + 16);
+        }
     }
 
     #[test]

@@ -224,8 +224,68 @@ mod tests {
         ));
     }
 
+    /// A key ring file as version 1 of the format writes it, with the key
+    /// of the fixed vectors in `wire.rs`: it must load, and decrypt what it
+    /// wrapped, in every later version of this code.
+    const RING_V1: &str = r#"{
+  "format": "kms-plugin-keyring/v1",
+  "ring_id": "0011223344556677",
+  "backend": "software",
+  "next_version": 3,
+  "keys": [
+    {
+      "version": 1,
+      "key_id": "soft-0011223344556677-v1-174f2218139d",
+      "algorithm": "aes-256-gcm",
+      "created": "2026-01-01T00:00:00Z",
+      "state": "active",
+      "material": {
+        "key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+      }
+    },
+    {
+      "version": 2,
+      "key_id": "soft-0011223344556677-v2-000000000000",
+      "algorithm": "xchacha20-poly1305",
+      "created": "2026-01-02T00:00:00Z",
+      "state": "retired",
+      "retired": "2026-02-01T00:00:00Z"
+    }
+  ]
+}
+"#;
+
+    #[tokio::test]
+    async fn the_fixed_ring_file_loads_and_decrypts_the_fixed_vector() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(keyring::ring_path(d.path()), RING_V1).unwrap();
+        let b = SoftwareBackend::open(d.path(), SoftwareKeys).unwrap();
+        assert_eq!(
+            &*b.active_key_id().unwrap(),
+            "soft-0011223344556677-v1-174f2218139d"
+        );
+        let ct = hex::decode("0101a0a1a2a3a4a5a6a7a8a9aaaba45a3e6f078940fd2027c5914538829c32ee1b52d0f5002ede4c64c43de9374321d82f7e93259dcc508e6ecd69f3496e").unwrap();
+        let pt = b
+            .decrypt("soft-0011223344556677-v1-174f2218139d", &ct)
+            .await
+            .unwrap();
+        assert_eq!(&pt[..], &[0x42u8; 32]);
+        assert!(matches!(
+            b.decrypt("soft-0011223344556677-v2-000000000000", &ct)
+                .await,
+            Err(BackendError::Retired(_))
+        ));
+    }
+
     #[test]
     fn key_id_is_stable_and_depends_on_the_key() {
+        // Independent value: AES-256 of "kms-plugin/kcv01" under key 00..1f.
+        let k: Vec<u8> = (0u8..32).collect();
+        let k = SecretKey::from_slice(&k).unwrap();
+        assert_eq!(
+            derive_key_id("0011223344556677", 1, &k),
+            "soft-0011223344556677-v1-174f2218139d"
+        );
         let k = SecretKey::from_slice(&[9u8; 32]).unwrap();
         let a = derive_key_id("00112233aabbccdd", 3, &k);
         assert_eq!(a, derive_key_id("00112233aabbccdd", 3, &k));

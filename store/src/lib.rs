@@ -5,11 +5,12 @@
 //! lays it out.
 #![deny(missing_docs)]
 
-pub mod bench;
-pub mod cli;
+mod bench;
+mod cli;
 pub mod encryption_config;
 pub mod k8s;
 pub mod migrate;
+mod progress;
 pub mod rand;
 pub mod rewrap;
 pub mod runtime;
@@ -19,3 +20,9 @@ pub mod store;
 pub mod transform;
 pub mod verify;
 pub mod wipe;
+
+/// The `secret-store` command line: parses the arguments, runs the command
+/// and returns the exit code. The binary's only call into the library.
+pub fn run_cli() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,4 +1,4 @@
 //! The `secret-store` binary: everything lives in the library.
 fn main() -> std::process::ExitCode {
-    secret_store::cli::main()
+    secret_store::run_cli()
 }

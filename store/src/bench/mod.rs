@@ -201,7 +201,7 @@ fn run_slice(
     run: &ProviderRun<'_>,
     writers: usize,
     range: std::ops::Range<usize>,
-    bar: &crate::cli::Bar,
+    bar: &crate::progress::Bar,
     op: &(dyn Fn(usize) -> anyhow::Result<()> + Sync),
 ) -> anyhow::Result<()> {
     let before = run.kms.as_ref().map(|k| calls_total(&k.plugin_calls()));
@@ -355,7 +355,7 @@ fn bench_providers(
                 run.reopen()?;
             }
         }
-        let bar = crate::cli::Bar::new(name);
+        let bar = crate::progress::Bar::new(name);
         bar.0.set_length((args.count * runs.len()) as u64);
         for r in 0..rounds {
             for (run, acc) in runs.iter().zip(accs.iter_mut()) {
@@ -411,29 +411,6 @@ impl Drop for EtcdCleanup {
             );
         }
     }
-}
-
-/// `secret-store bench` from the command line: the engine comes from
-/// `--engine` and, for etcd, the global etcd flags.
-pub fn run_cli(g: &crate::cli::GlobalArgs, args: BenchArgs) -> anyhow::Result<Vec<PhaseFigures>> {
-    let engine = match args.engine.as_str() {
-        "rocksdb" | "db" => BenchEngine::Rocks,
-        "etcd" => {
-            let eps = g.etcd_endpoints.as_deref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "engine=etcd needs --etcd-endpoints URLS (or SECRET_STORE_ETCD_ENDPOINTS); scripts/etcd-cluster start prints some"
-                )
-            })?;
-            BenchEngine::Etcd(crate::cli::etcd_config(g, eps)?)
-        }
-        other => anyhow::bail!("engine={other:?} is not valid: choose rocksdb or etcd"),
-    };
-    run_on(args, engine)
-}
-
-/// Runs the benchmark on RocksDB and prints the side-by-side table.
-pub fn run(args: BenchArgs) -> anyhow::Result<Vec<PhaseFigures>> {
-    run_on(args, BenchEngine::Rocks)
 }
 
 /// Runs the benchmark on `engine` and prints the side-by-side table.

@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::GlobalArgs;
 use super::open::{Access, open_store};
-use super::{Bar, GlobalArgs};
+use crate::progress::Bar;
 
 /// `rewrap` flags.
 #[derive(Args, Debug)]

@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::GlobalArgs;
 use super::open::{etcd_config, open_spec};
-use super::{Bar, GlobalArgs};
 use crate::migrate::{MigrateOptions, migrate};
+use crate::progress::Bar;
 use crate::storage::EngineSpec;
 use crate::store::secrets_prefix_for;
 

@@ -1,5 +1,6 @@
 //! The `secret-store` command line: parse, open the store, hand over.
 
+mod bench;
 mod maintenance;
 mod migrate;
 mod objects;
@@ -11,9 +12,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-
-pub use crate::storage::EngineSpec;
-pub use open::{Access, etcd_config, open_chain, open_engine, open_spec};
 
 /// A reference store for Kubernetes Secrets: validates them as kube-apiserver
 /// does, encrypts them byte-compatibly with it (KMS v2, aesgcm, aescbc,
@@ -163,7 +161,7 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => maintenance::verify(g, a),
         Command::Raw(c) => raw::run(g, c),
         Command::Migrate(a) => migrate::run(g, a),
-        Command::Bench(a) => crate::bench::run_cli(g, a).map(|_| ExitCode::SUCCESS),
+        Command::Bench(a) => bench::run(g, a).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -183,31 +181,4 @@ fn init_logging() {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-pub(crate) struct Bar(pub indicatif::ProgressBar);
-
-impl Bar {
-    pub(crate) fn new(what: &str) -> Self {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
-            )
-            .expect("template")
-            .progress_chars("=> "),
-        );
-        b.set_message(what.to_string());
-        Bar(b)
-    }
-}
-
-impl crate::rewrap::Progress for Bar {
-    fn total(&self, n: u64) {
-        self.0.set_length(n);
-    }
-    fn tick(&self) {
-        self.0.inc(1);
-    }
 }

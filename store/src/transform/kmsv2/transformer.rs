@@ -341,7 +341,7 @@ pub(super) fn check_name(name: &str) -> Result<(), TransformError> {
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    crate::k8s::time::format_system_time(t)
 }
 
 fn malformed(etcd_key: &str, reason: impl std::fmt::Display) -> TransformError {

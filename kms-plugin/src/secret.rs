@@ -7,6 +7,10 @@
 //! page is unlocked and freed. There is no `Debug`, `Display` or `Clone`
 //! that could copy or print the key; reading it needs a call whose name says
 //! it is dangerous.
+//!
+//! This is the crate's one module of `unsafe` code (the lint is denied
+//! everywhere else): the page allocation, locking and wiping above, and
+//! [`set_env_before_threads`], the one environment write of start-up.
 #![allow(unsafe_code)]
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
@@ -111,6 +115,18 @@ impl Drop for SecretKey {
             );
         }
     }
+}
+
+/// Sets an environment variable of this process. Call it only while the
+/// process has one thread (start-up, before the runtime and any worker):
+/// the environment is not safe to change while another thread may read it.
+#[cfg(not(test))]
+pub(crate) fn set_env_before_threads(key: &str, value: &str) {
+    // SAFETY: the callers run before any other thread of this process exists
+    // (`serve` opens its backend before starting the runtime; the key
+    // commands are single-threaded), so nothing reads the environment
+    // concurrently.
+    unsafe { std::env::set_var(key, value) };
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!   `k8s:enc:kms:v2:<name>:` prefix.
 //! - [`contract`]: the rules both sides of the socket honour (limits,
 //!   annotation keys, the checks of Status and Encrypt answers, request uids).
+//! - [`sync`]: locking that survives a panic elsewhere, decided once.
 //! - [`endpoint`] and [`client`]: the `unix:///path` / `unix:///@abstract`
 //!   endpoint syntax and a tonic channel over it, shared by the plugin's
 //!   listener, its probe and bench, and the store's KMS provider.
@@ -16,6 +17,7 @@
 pub mod client;
 pub mod contract;
 pub mod endpoint;
+pub mod sync;
 
 /// KMS v2 plugin API (package `v2`).
 #[allow(missing_docs, clippy::all)]

@@ -39,7 +39,7 @@ impl Health {
     }
 
     fn fresh(&self) -> Option<Arc<str>> {
-        let c = self.cached.lock().expect("health mutex");
+        let c = kms_proto::sync::lock(&self.cached);
         c.as_ref()
             .filter(|c| c.at.elapsed() < self.ttl)
             .map(|c| c.verdict.clone())
@@ -64,7 +64,7 @@ impl Health {
             }
         };
         self.metrics.set_healthy(&*verdict == HEALTHY);
-        *self.cached.lock().expect("health mutex") = Some(Cached {
+        *kms_proto::sync::lock(&self.cached) = Some(Cached {
             at: Instant::now(),
             verdict: verdict.clone(),
         });
@@ -73,6 +73,6 @@ impl Health {
 
     /// Forgets the cached verdict (after a key change).
     pub fn invalidate(&self) {
-        *self.cached.lock().expect("health mutex") = None;
+        *kms_proto::sync::lock(&self.cached) = None;
     }
 }

@@ -160,7 +160,7 @@ impl Metrics {
             key_id_hash: key_id_hash(key_id),
             backend: backend.to_string(),
         };
-        let mut cur = self.current_key.lock().expect("metrics mutex");
+        let mut cur = kms_proto::sync::lock(&self.current_key);
         if cur.as_ref() == Some(&labels) {
             return;
         }

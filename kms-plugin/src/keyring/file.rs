@@ -114,13 +114,15 @@ pub(super) fn load(dir: &Path) -> Result<Keyring, KeyringError> {
         path: path.clone(),
         source,
     })?;
-    let ring: Keyring = serde_json::from_slice(&buf).map_err(|e| KeyringError::Invalid {
-        path: path.clone(),
-        // serde_json's message names line/column and the field, never the value.
-        reason: redact_serde(&e),
-    })?;
-    ring.validate()
-        .map_err(|reason| KeyringError::Invalid { path, reason })?;
+    parse(&buf).map_err(|reason| KeyringError::Invalid { path, reason })
+}
+
+/// Parses and validates the text of a ring file; the reason never quotes
+/// a value (it may be key material).
+pub fn parse(bytes: &[u8]) -> Result<Keyring, String> {
+    // serde_json's message names line/column and the field, never the value.
+    let ring: Keyring = serde_json::from_slice(bytes).map_err(|e| redact_serde(&e))?;
+    ring.validate()?;
     Ok(ring)
 }
 

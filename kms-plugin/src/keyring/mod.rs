@@ -16,7 +16,7 @@ mod watch;
 
 use std::path::{Path, PathBuf};
 
-pub use file::{RingLock, lock, ring_path, stat_ring};
+pub use file::{RingLock, lock, parse, ring_path, stat_ring};
 pub use material::Material;
 pub use watch::{RingStat, RingWatcher};
 

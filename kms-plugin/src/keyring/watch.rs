@@ -28,12 +28,12 @@ impl RingWatcher {
     /// The file's current identity when it differs from the loaded one.
     pub fn changed(&self) -> Option<RingStat> {
         let now = stat_ring(&self.dir);
-        (*self.loaded.lock().expect("ring watcher mutex") != now).then_some(now)
+        (*kms_proto::sync::lock(&self.loaded) != now).then_some(now)
     }
 
     /// Records that the version `stat` (from [`RingWatcher::changed`]) is loaded.
     pub fn loaded(&self, stat: RingStat) {
-        *self.loaded.lock().expect("ring watcher mutex") = stat;
+        *kms_proto::sync::lock(&self.loaded) = stat;
     }
 }
 

@@ -193,11 +193,9 @@ pub fn quiet_tss_logging() {
 }
 
 #[cfg(not(test))]
-#[allow(unsafe_code)]
 fn set_tss_log() {
-    // SAFETY: see `quiet_tss_logging`: no other thread reads the
-    // environment at this point of start-up.
-    unsafe { std::env::set_var("TSS2_LOG", "all+none") };
+    // Called before any other thread exists: see `quiet_tss_logging`.
+    crate::secret::set_env_before_threads("TSS2_LOG", "all+none");
 }
 
 #[cfg(test)]

@@ -80,8 +80,8 @@ pub struct Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        drop(self.tx.lock().expect("tpm channel mutex").take());
-        if let Some((h, done)) = self.thread.lock().expect("tpm thread mutex").take() {
+        drop(kms_proto::sync::lock(&self.tx).take());
+        if let Some((h, done)) = kms_proto::sync::lock(&self.thread).take() {
             // A TPM that hangs must not hang the process on exit.
             if done.recv_timeout(Duration::from_secs(5)).is_ok() {
                 let _ = h.join();
@@ -107,12 +107,12 @@ impl Down {
         if !self.is_down() {
             return None;
         }
-        self.reason.lock().expect("tpm state mutex").clone()
+        kms_proto::sync::lock(&self.reason).clone()
     }
 }
 
 fn set_down(down: &Down, reason: String) {
-    let mut d = down.reason.lock().expect("tpm state mutex");
+    let mut d = kms_proto::sync::lock(&down.reason);
     if d.as_deref() != Some(reason.as_str()) {
         tracing::warn!(reason = %reason, "TPM unavailable");
     }
@@ -124,7 +124,7 @@ fn set_up(down: &Down) {
     if !down.is_down() {
         return;
     }
-    let mut d = down.reason.lock().expect("tpm state mutex");
+    let mut d = kms_proto::sync::lock(&down.reason);
     down.flag.store(false, Ordering::Release);
     if d.take().is_some() {
         tracing::info!("TPM reachable again");

@@ -6,6 +6,7 @@
 //! older than its crate's sources is refused, so a test never runs a stale
 //! build by accident.
 
+pub mod conformance;
 pub mod etcd;
 
 pub mod swtpm;

@@ -78,12 +78,13 @@ pub(crate) fn choices() -> String {
     }
 }
 
-/// The `--backend` values with their summaries, for `--help`.
-pub(crate) fn possible_values() -> Vec<clap::builder::PossibleValue> {
-    BACKENDS
-        .iter()
-        .map(|r| clap::builder::PossibleValue::new(r.name).help(r.summary))
-        .collect()
+/// The `--backend` help: every backend with its summary.
+pub(crate) fn backend_help() -> String {
+    let mut out = String::from("The key backend:");
+    for r in BACKENDS {
+        out.push_str(&format!("\n  {:<13} {}", r.name, r.summary));
+    }
+    out
 }
 
 /// The backend called `name`, or `"name" is not valid: choose ...`.

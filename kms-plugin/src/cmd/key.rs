@@ -41,7 +41,7 @@ pub enum KeyCommand {
         #[command(flatten)]
         ring: RingArgs,
         /// The key backend.
-        #[arg(long, default_value = "software", value_parser = clap::builder::PossibleValuesParser::new(registry::possible_values()))]
+        #[arg(long, default_value = "software", long_help = registry::backend_help())]
         backend: String,
         /// aes-256-gcm (default) or xchacha20-poly1305 for software and
         /// tpm-sealed keys; tpm-aes-256-cfb-hmac-sha256 for tpm-resident.

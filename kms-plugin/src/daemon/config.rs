@@ -27,7 +27,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub keyring: Option<PathBuf>,
     /// Key backend (default: software).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(registry::possible_values()))]
+    #[arg(long, value_name = "BACKEND", long_help = registry::backend_help())]
     pub backend: Option<String>,
     /// The backends' own options (e.g. --tcti).
     #[command(flatten)]

@@ -9,6 +9,7 @@
 //! CPU. With `KMSV2_BENCH_CPU=1` the bench first prints the on-CPU time per
 //! operation (from `/proc/thread-self/schedstat`), which other load does not
 //! inflate.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 #[path = "../tests/kms_test_plugin/mod.rs"]
 mod kms_test_plugin;

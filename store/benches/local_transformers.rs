@@ -1,6 +1,7 @@
 //! Seal/open throughput of the local (non-KMS) transformers at 1 KiB and
 //! 64 KiB: aesgcm (ring for AES-128/256, RustCrypto for AES-192), aescbc and
 //! secretbox.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::hint::black_box;
 

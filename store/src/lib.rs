@@ -3,7 +3,6 @@
 //! byte-compatibly (KMS v2 envelope, aesgcm, aescbc, secretbox, identity) and
 //! keeps it in an embedded RocksDB or in etcd, laid out as kube-apiserver
 //! lays it out.
-#![deny(missing_docs)]
 
 mod bench;
 mod cli;
@@ -17,6 +16,7 @@ pub mod runtime;
 pub mod secret;
 pub mod storage;
 pub mod store;
+mod sync;
 pub mod transform;
 pub mod verify;
 pub mod wipe;

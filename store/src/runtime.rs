@@ -8,10 +8,10 @@
 //! first use and kept for the life of the process: the KMS v2 providers'
 //! Status pollers and plugin calls, and the etcd members' connections.
 //!
-//! [`block_on`] runs a future to completion from any thread: outside a
+//! `block_on` runs a future to completion from any thread: outside a
 //! runtime by blocking on the shared one; inside a caller's runtime (where
 //! `block_on` would panic) by spawning the future on the shared runtime and
-//! waiting for its answer through [`blocking`], so `block_on` is never
+//! waiting for its answer through `blocking`, so `block_on` is never
 //! nested. Neither the seal nor the open hot path comes here: only plugin
 //! calls, cache misses and etcd requests do.
 

@@ -2,6 +2,7 @@
 //! kubectl-style commands, validation through the CLI, conflicts,
 //! immutability, the plaintext guard, a second opener, crash safety of a
 //! bulk load, resumable rewrap, and what lands in the RocksDB files.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@
 //!
 //! Garbage (random bytes, truncated kms values, a kms prefix before a
 //! broken protobuf) must fail with a clear message, never a panic.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod kms_test_plugin;
 

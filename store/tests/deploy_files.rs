@@ -1,4 +1,5 @@
 //! The EncryptionConfiguration shipped in deploy/ parses and validates.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use secret_store::encryption_config::{EncryptionConfiguration, ProviderConfig};
 

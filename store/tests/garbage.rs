@@ -10,6 +10,7 @@
 //!   aescbc, secretbox and identity: `open`, `inspect` and `is_stale` on
 //!   garbage behind every provider's prefix, and on mutations of values that
 //!   open (our own seals and the upstream vectors): never panic, and agree.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! The KMS v2 provider's life with its plugin: key_id rotation, outages and
 //! the write window, recovery, and plugins that answer badly.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod kms_test_plugin;
 

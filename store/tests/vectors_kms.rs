@@ -2,6 +2,7 @@
 //! (tests/vectors/kube-apiserver-at-rest.json), through an in-process plugin
 //! that wraps as the vectors' plugin did; and our own seals checked for the
 //! same layout.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod kms_test_plugin;
 

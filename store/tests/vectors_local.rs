@@ -4,6 +4,7 @@
 //! a chain built from the recorded EncryptionConfiguration, with the
 //! recorded staleness and etcd-key binding; what we seal must have the same
 //! layout and open again.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use secret_store::encryption_config::EncryptionConfiguration;
 use secret_store::transform::chain::TransformerChain;

@@ -136,6 +136,7 @@ pub fn for_each(
 /// The engine conformance suite, run against every engine (one suite, many
 /// engines). Each check takes a fresh, empty engine.
 #[cfg(any(test, feature = "conformance"))]
+#[allow(clippy::unwrap_used)] // a test suite: a failed step is a failed test
 pub mod conformance {
     use super::*;
 

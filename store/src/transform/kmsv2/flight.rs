@@ -4,9 +4,10 @@
 //! answer, instead of each sending the same Decrypt.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::cache::CacheKey;
+use crate::sync;
 
 struct Slot<T> {
     result: Mutex<Option<Result<T, String>>>,
@@ -16,10 +17,6 @@ struct Slot<T> {
 /// Calls in flight, by cache key.
 pub(crate) struct Flights<T> {
     calls: Mutex<HashMap<CacheKey, Arc<Slot<T>>>>,
-}
-
-fn lock<U>(m: &Mutex<U>) -> MutexGuard<'_, U> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Publishes the leader's result (or, if `fetch` panicked, an error) and
@@ -37,8 +34,8 @@ impl<T> Drop for Publish<'_, T> {
             .result
             .take()
             .unwrap_or_else(|| Err("the call for this key failed unexpectedly".into()));
-        *lock(&self.slot.result) = Some(result);
-        let mut calls = lock(&self.flights.calls);
+        *sync::lock(&self.slot.result) = Some(result);
+        let mut calls = sync::lock(&self.flights.calls);
         if calls
             .get(&self.key)
             .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
@@ -68,7 +65,7 @@ impl<T: Clone> Flights<T> {
         wait: impl FnOnce(&mut dyn FnMut()),
     ) -> Result<T, String> {
         let (slot, leader) = {
-            let mut calls = lock(&self.calls);
+            let mut calls = sync::lock(&self.calls);
             match calls.get(&key) {
                 Some(s) => (Arc::clone(s), false),
                 None => {
@@ -95,9 +92,9 @@ impl<T: Clone> Flights<T> {
         }
         let mut out = None;
         wait(&mut || {
-            let mut r = lock(&slot.result);
+            let mut r = sync::lock(&slot.result);
             while r.is_none() {
-                r = slot.ready.wait(r).unwrap_or_else(|p| p.into_inner());
+                r = crate::sync::wait(&slot.ready, r);
             }
             out = r.clone();
         });
@@ -107,7 +104,7 @@ impl<T: Clone> Flights<T> {
     /// Calls in flight (for tests).
     #[cfg(test)]
     fn len(&self) -> usize {
-        lock(&self.calls).len()
+        sync::lock(&self.calls).len()
     }
 }
 
@@ -139,7 +136,7 @@ mod tests {
                             || {
                                 calls.fetch_add(1, Ordering::SeqCst);
                                 // Hold the call open until the test says so.
-                                lock(&gate).recv().unwrap();
+                                sync::lock(&gate).recv().unwrap();
                                 Ok(42)
                             },
                             direct,

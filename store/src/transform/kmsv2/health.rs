@@ -74,7 +74,7 @@ impl HealthRecord {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
-        self.record.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.record)
     }
 
     pub(crate) fn is_healthy(&self) -> bool {

@@ -10,11 +10,6 @@ use super::base64::decode_base64_std;
 use super::decode::RawKeys;
 use super::validate::{Errors, q};
 
-/// AES key sizes accepted by aesgcm and aescbc (bytes).
-pub(super) const AES_KEY_SIZES: &[usize] = &[16, 24, 32];
-/// Key sizes accepted by secretbox (bytes).
-pub(super) const SECRETBOX_KEY_SIZES: &[usize] = &[32];
-
 /// Validates the `keys:` of the provider at `path` (key sizes in bytes from
 /// `sizes`); returns the keys that passed, in file order.
 pub(super) fn validate_keys(

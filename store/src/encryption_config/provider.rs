@@ -71,20 +71,12 @@ impl fmt::Debug for KeyConfig {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ProviderConfig {
-    /// `aesgcm: {keys: [...]}`: AES-GCM, random 12-byte nonces, the etcd key
-    /// as additional authenticated data.
-    AesGcm {
-        /// The keys, in file order; the first one writes.
-        keys: Vec<KeyConfig>,
-    },
-    /// `aescbc: {keys: [...]}`: AES-CBC with PKCS#7 padding, no
-    /// authentication.
-    AesCbc {
-        /// The keys, in file order; the first one writes.
-        keys: Vec<KeyConfig>,
-    },
-    /// `secretbox: {keys: [...]}`: NaCl secretbox (XSalsa20-Poly1305).
-    Secretbox {
+    /// A provider with local keys: `aesgcm`, `aescbc` or `secretbox`
+    /// (`{keys: [...]}`); what each kind does is its row of the provider
+    /// table ([`crate::transform::kind::PROVIDERS`]).
+    Keys {
+        /// `AesGcm`, `AesCbc` or `Secretbox`.
+        kind: ProviderKind,
         /// The keys, in file order; the first one writes.
         keys: Vec<KeyConfig>,
     },
@@ -103,9 +95,7 @@ impl ProviderConfig {
     /// The provider kind (`kms` splits into KMS v1 and v2).
     pub fn kind(&self) -> ProviderKind {
         match self {
-            ProviderConfig::AesGcm { .. } => ProviderKind::AesGcm,
-            ProviderConfig::AesCbc { .. } => ProviderKind::AesCbc,
-            ProviderConfig::Secretbox { .. } => ProviderKind::Secretbox,
+            ProviderConfig::Keys { kind, .. } => *kind,
             ProviderConfig::Identity => ProviderKind::Identity,
             ProviderConfig::Kms { config, .. } if config.api_version == "v1" => ProviderKind::KmsV1,
             ProviderConfig::Kms { .. } => ProviderKind::KmsV2,
@@ -115,9 +105,7 @@ impl ProviderConfig {
     /// The keys of an aesgcm, aescbc or secretbox provider; empty otherwise.
     pub fn keys(&self) -> &[KeyConfig] {
         match self {
-            ProviderConfig::AesGcm { keys }
-            | ProviderConfig::AesCbc { keys }
-            | ProviderConfig::Secretbox { keys } => keys,
+            ProviderConfig::Keys { keys, .. } => keys,
             ProviderConfig::Identity | ProviderConfig::Kms { .. } => &[],
         }
     }

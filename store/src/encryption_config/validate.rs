@@ -7,11 +7,12 @@
 use std::collections::HashSet;
 
 use super::decode::{RawProvider, RawResource};
-use super::keys::{AES_KEY_SIZES, SECRETBOX_KEY_SIZES, validate_keys};
+use super::keys::validate_keys;
 use super::kms::validate_kms;
 use super::resources::GroupResource;
 use super::{ProviderConfig, ResourceConfig};
 use crate::k8s::{FieldError, FieldErrors};
+use crate::transform::ProviderKind;
 
 /// Collects field errors with the apiserver's message shapes.
 #[derive(Default)]
@@ -228,24 +229,20 @@ fn validate_provider(
     }
     if let Some(kms) = p.kms {
         let kms_path = format!("{path}.kms");
-        validate_kms(kms, &kms_path, kms_names, errs)
-    } else if let Some(k) = p.aesgcm {
-        let keys = validate_keys(k, &format!("{path}.aesgcm.keys"), AES_KEY_SIZES, errs);
-        Some(ProviderConfig::AesGcm { keys })
-    } else if let Some(k) = p.aescbc {
-        let keys = validate_keys(k, &format!("{path}.aescbc.keys"), AES_KEY_SIZES, errs);
-        Some(ProviderConfig::AesCbc { keys })
-    } else if let Some(k) = p.secretbox {
-        let keys = validate_keys(
-            k,
-            &format!("{path}.secretbox.keys"),
-            SECRETBOX_KEY_SIZES,
-            errs,
-        );
-        Some(ProviderConfig::Secretbox { keys })
-    } else {
-        Some(ProviderConfig::Identity)
+        return validate_kms(kms, &kms_path, kms_names, errs);
     }
+    let local = [
+        (ProviderKind::AesGcm, p.aesgcm),
+        (ProviderKind::AesCbc, p.aescbc),
+        (ProviderKind::Secretbox, p.secretbox),
+    ];
+    for (kind, raw) in local {
+        if let (Some(raw), Some(row)) = (raw, kind.row().local.as_ref()) {
+            let keys = validate_keys(raw, &format!("{path}.{kind}.keys"), row.key_sizes, errs);
+            return Some(ProviderConfig::Keys { kind, keys });
+        }
+    }
+    Some(ProviderConfig::Identity)
 }
 
 #[cfg(test)]

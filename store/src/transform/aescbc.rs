@@ -13,38 +13,31 @@
 //! [`TransformError::DecryptionFailed`], so the error never tells which
 //! byte was wrong.
 
-use std::collections::BTreeMap;
-
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::consts::U16;
 use cbc::cipher::{
     BlockCipher, BlockDecryptMut, BlockEncryptMut, BlockSizeUser, InnerIvInit, KeyInit,
 };
 
-use super::aesgcm::check_key_name;
-use super::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
+use super::local::{LocalCipher, LocalTransformer};
+use super::{ProviderKind, TransformError};
 use crate::wipe::Wiped;
 
-/// The provider part of the prefix; the key name and `:` follow.
-pub const PREFIX: &str = "k8s:enc:aescbc:v1:";
 /// IV length (the AES block size).
 pub const IV_LEN: usize = 16;
 const BLOCK: usize = 16;
 
-/// The expanded key (the `aes` crate wipes its round keys on drop). No
-/// `Debug`, no `Clone`.
+/// One aescbc key: seals with it, opens values carrying its prefix.
+pub type AesCbcTransformer = LocalTransformer<AesCbc>;
+
+/// The expanded aescbc key (the `aes` crate wipes its round keys on drop).
+/// No `Debug`, no `Clone`.
+pub struct AesCbc(CbcKey);
+
 enum CbcKey {
     A128(Box<aes::Aes128>),
     A192(Box<aes::Aes192>),
     A256(Box<aes::Aes256>),
-}
-
-/// One aescbc key: seals with it, opens values carrying its prefix.
-pub struct AesCbcTransformer {
-    name: String,
-    prefix: Vec<u8>,
-    bits: usize,
-    key: CbcKey,
 }
 
 fn encrypt<C>(cipher: &C, iv: &[u8; IV_LEN], buf: &mut [u8], msg_len: usize) -> Option<usize>
@@ -67,146 +60,96 @@ where
         .map(<[u8]>::len)
 }
 
-impl AesCbcTransformer {
-    /// Builds the transformer for key `name` from its raw bytes (16, 24 or
-    /// 32). The bytes are not kept: only the expanded cipher key is.
-    pub fn new(name: &str, key: &[u8]) -> Result<Self, TransformError> {
-        check_key_name(name)?;
+fn padded_len(len: usize) -> usize {
+    (len / BLOCK + 1) * BLOCK
+}
+
+impl LocalCipher for AesCbc {
+    const KIND: ProviderKind = ProviderKind::AesCbc;
+    const VALUE: &'static str = "an aescbc value";
+    const KEY_SIZES: &'static [usize] = &[16, 24, 32];
+
+    fn new(key: &[u8]) -> Result<Self, TransformError> {
         let unusable = |_| TransformError::Config("aescbc: unusable key".to_owned());
-        let cipher = match key.len() {
+        Ok(AesCbc(match key.len() {
             16 => CbcKey::A128(Box::new(
                 aes::Aes128::new_from_slice(key).map_err(unusable)?,
             )),
             24 => CbcKey::A192(Box::new(
                 aes::Aes192::new_from_slice(key).map_err(unusable)?,
             )),
-            32 => CbcKey::A256(Box::new(
+            _ => CbcKey::A256(Box::new(
                 aes::Aes256::new_from_slice(key).map_err(unusable)?,
             )),
-            n => {
-                return Err(TransformError::Config(format!(
-                    "aescbc key {name:?}: a key must be 16, 24 or 32 bytes, got {n}"
-                )));
-            }
-        };
-        Ok(AesCbcTransformer {
-            name: name.to_owned(),
-            prefix: format!("{PREFIX}{name}:").into_bytes(),
-            bits: key.len() * 8,
-            key: cipher,
-        })
+        }))
     }
 
-    /// The key length in bits (128, 192 or 256).
-    pub fn key_bits(&self) -> usize {
-        self.bits
-    }
-
-    /// Splits a stored value into IV and ciphertext, checking only its
-    /// shape (lengths are public; nothing here depends on the key).
-    fn split<'a>(
-        &self,
-        stored: &'a [u8],
-        etcd_key: &str,
-    ) -> Result<(&'a [u8], &'a [u8]), TransformError> {
-        let malformed = |reason: String| TransformError::Malformed {
-            etcd_key: etcd_key.to_owned(),
-            reason,
-        };
-        let body = stored.strip_prefix(self.prefix.as_slice()).ok_or_else(|| {
-            malformed(format!(
-                "not an aescbc value of key {:?} (prefix mismatch)",
-                self.name
-            ))
-        })?;
+    /// IV and ciphertext lengths are public; nothing here depends on the key.
+    fn check_body(body: &[u8]) -> Result<(), String> {
         if body.len() < IV_LEN + BLOCK {
-            return Err(malformed(format!(
+            return Err(format!(
                 "aescbc value too short: {} bytes after the prefix, at least {} needed (IV {IV_LEN} + one block)",
                 body.len(),
                 IV_LEN + BLOCK
-            )));
+            ));
         }
-        let (iv, ct) = body.split_at(IV_LEN);
-        if ct.len() % BLOCK != 0 {
-            return Err(malformed(format!(
-                "aescbc ciphertext is {} bytes, not a multiple of the AES block size",
-                ct.len()
-            )));
+        let ct = body.len() - IV_LEN;
+        if !ct.is_multiple_of(BLOCK) {
+            return Err(format!(
+                "aescbc ciphertext is {ct} bytes, not a multiple of the AES block size"
+            ));
         }
-        Ok((iv, ct))
-    }
-}
-
-impl Transformer for AesCbcTransformer {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::AesCbc
+        Ok(())
     }
 
-    fn name(&self) -> &str {
-        &self.name
+    fn sealed_len(len: usize) -> usize {
+        IV_LEN + padded_len(len)
     }
 
-    fn prefix(&self) -> &[u8] {
-        &self.prefix
-    }
-
-    fn seal(&self, plaintext: &[u8], _etcd_key: &str) -> Result<Vec<u8>, TransformError> {
+    /// No additional data: `aad` is not used (upstream behaviour).
+    fn seal_into(
+        &self,
+        out: &mut Vec<u8>,
+        plaintext: &[u8],
+        _aad: &[u8],
+    ) -> Result<(), TransformError> {
         let iv: [u8; IV_LEN] = crate::rand::array();
-        let padded = (plaintext.len() / BLOCK + 1) * BLOCK;
-        let mut out = Vec::with_capacity(self.prefix.len() + IV_LEN + padded);
-        out.extend_from_slice(&self.prefix);
+        let padded = padded_len(plaintext.len());
         out.extend_from_slice(&iv);
         let start = out.len();
         out.extend_from_slice(plaintext);
         out.resize(start + padded, 0);
         let buf = &mut out[start..];
-        let written = match &self.key {
+        let written = match &self.0 {
             CbcKey::A128(c) => encrypt(&**c, &iv, buf, plaintext.len()),
             CbcKey::A192(c) => encrypt(&**c, &iv, buf, plaintext.len()),
             CbcKey::A256(c) => encrypt(&**c, &iv, buf, plaintext.len()),
         };
         // The buffer is sized for the padding, so this always succeeds.
         debug_assert_eq!(written, Some(padded));
-        Ok(out)
+        Ok(())
     }
 
-    fn open(&self, stored: &[u8], etcd_key: &str) -> Result<Opened, TransformError> {
-        let (iv, ct) = self.split(stored, etcd_key)?;
+    fn open_body(&self, body: &[u8], _aad: &[u8]) -> Option<Wiped<Vec<u8>>> {
+        let (iv, ct) = body.split_at(IV_LEN);
         let mut iv_arr = [0u8; IV_LEN];
         iv_arr.copy_from_slice(iv);
         let mut buf = Wiped::new(ct.to_vec());
-        let len = match &self.key {
+        // Bad padding: one opaque failure, whatever was wrong.
+        let len = match &self.0 {
             CbcKey::A128(c) => decrypt(&**c, &iv_arr, &mut buf),
             CbcKey::A192(c) => decrypt(&**c, &iv_arr, &mut buf),
             CbcKey::A256(c) => decrypt(&**c, &iv_arr, &mut buf),
-        };
-        // Bad padding: one opaque error, whatever was wrong.
-        let len = len.ok_or_else(|| TransformError::DecryptionFailed {
-            etcd_key: etcd_key.to_owned(),
-        })?;
+        }?;
         buf.truncate(len);
-        Ok(Opened {
-            plaintext: buf,
-            stale: false,
-        })
-    }
-
-    fn inspect(&self, stored: &[u8], etcd_key: &str) -> Result<EnvelopeInfo, TransformError> {
-        self.split(stored, etcd_key)?;
-        Ok(EnvelopeInfo {
-            provider_kind: ProviderKind::AesCbc,
-            provider_name: self.name.clone(),
-            key_id: None,
-            dek_source_type: None,
-            annotations: BTreeMap::new(),
-            stored_len: stored.len(),
-        })
+        Some(buf)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::Transformer;
     use crate::transform::aesgcm::tests::vector;
 
     const KEY: &str = "/registry/secrets/default/smtp";

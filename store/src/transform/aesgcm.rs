@@ -10,16 +10,13 @@
 //! construction. With random nonces a key should be rotated long before
 //! 2^32 writes; the upstream documentation says every 200,000 writes.
 
-use std::collections::BTreeMap;
-
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
-use super::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
+use super::local::{LocalCipher, LocalTransformer};
+use super::{ProviderKind, TransformError};
 use crate::wipe::{Wipe, Wiped};
 
-/// The provider part of the prefix; the key name and `:` follow.
-pub const PREFIX: &str = "k8s:enc:aesgcm:v1:";
 /// Nonce length.
 pub const NONCE_LEN: usize = 12;
 /// Tag length.
@@ -27,118 +24,68 @@ pub const TAG_LEN: usize = 16;
 
 type Aes192Gcm = aes_gcm::AesGcm<aes::Aes192, aes_gcm::aead::consts::U12>;
 
-/// The expanded key. No `Debug`, no `Clone`. The RustCrypto cipher wipes
-/// its round keys on drop; `ring` does not wipe its key schedule (a known
-/// `ring` limitation), so that one lives in a box that is never moved.
+/// One aesgcm key: seals with it, opens values carrying its prefix.
+pub type AesGcmTransformer = LocalTransformer<AesGcm>;
+
+/// The expanded aesgcm key. No `Debug`, no `Clone`. The RustCrypto cipher
+/// wipes its round keys on drop; `ring` does not wipe its key schedule (a
+/// known `ring` limitation), so that one lives in a box that is never moved.
+pub struct AesGcm(GcmKey);
+
 enum GcmKey {
     Ring(Box<LessSafeKey>),
     Aes192(Box<Aes192Gcm>),
 }
 
-/// One aesgcm key: seals with it, opens values carrying its prefix.
-pub struct AesGcmTransformer {
-    name: String,
-    prefix: Vec<u8>,
-    bits: usize,
-    key: GcmKey,
+fn unusable<E>(_: E) -> TransformError {
+    TransformError::Config("aesgcm: unusable key".to_owned())
 }
 
-impl AesGcmTransformer {
-    /// Builds the transformer for key `name` from its raw bytes (16, 24 or
-    /// 32). The bytes are not kept: only the expanded cipher key is.
-    pub fn new(name: &str, key: &[u8]) -> Result<Self, TransformError> {
-        check_key_name(name)?;
-        let cipher = match key.len() {
-            16 | 32 => {
-                let alg = if key.len() == 16 {
-                    &AES_128_GCM
-                } else {
-                    &AES_256_GCM
-                };
-                let unbound = UnboundKey::new(alg, key)
-                    .map_err(|_| TransformError::Config("aesgcm: unusable key".to_owned()))?;
-                GcmKey::Ring(Box::new(LessSafeKey::new(unbound)))
-            }
-            24 => {
-                GcmKey::Aes192(Box::new(Aes192Gcm::new_from_slice(key).map_err(|_| {
-                    TransformError::Config("aesgcm: unusable key".to_owned())
-                })?))
-            }
-            n => {
-                return Err(TransformError::Config(format!(
-                    "aesgcm key {name:?}: a key must be 16, 24 or 32 bytes, got {n}"
-                )));
-            }
-        };
-        Ok(AesGcmTransformer {
-            name: name.to_owned(),
-            prefix: format!("{PREFIX}{name}:").into_bytes(),
-            bits: key.len() * 8,
-            key: cipher,
-        })
+impl LocalCipher for AesGcm {
+    const KIND: ProviderKind = ProviderKind::AesGcm;
+    const VALUE: &'static str = "an aesgcm value";
+    const KEY_SIZES: &'static [usize] = &[16, 24, 32];
+
+    fn new(key: &[u8]) -> Result<Self, TransformError> {
+        Ok(AesGcm(if key.len() == 24 {
+            GcmKey::Aes192(Box::new(Aes192Gcm::new_from_slice(key).map_err(unusable)?))
+        } else {
+            let alg = if key.len() == 16 {
+                &AES_128_GCM
+            } else {
+                &AES_256_GCM
+            };
+            let unbound = UnboundKey::new(alg, key).map_err(unusable)?;
+            GcmKey::Ring(Box::new(LessSafeKey::new(unbound)))
+        }))
     }
 
-    /// The key length in bits (128, 192 or 256).
-    pub fn key_bits(&self) -> usize {
-        self.bits
-    }
-
-    fn body<'a>(&self, stored: &'a [u8], etcd_key: &str) -> Result<&'a [u8], TransformError> {
-        let body = stored.strip_prefix(self.prefix.as_slice()).ok_or_else(|| {
-            TransformError::Malformed {
-                etcd_key: etcd_key.to_owned(),
-                reason: format!(
-                    "not an aesgcm value of key {:?} (prefix mismatch)",
-                    self.name
-                ),
-            }
-        })?;
+    fn check_body(body: &[u8]) -> Result<(), String> {
         if body.len() < NONCE_LEN + TAG_LEN {
-            return Err(TransformError::Malformed {
-                etcd_key: etcd_key.to_owned(),
-                reason: format!(
-                    "aesgcm value too short: {} bytes after the prefix, at least {} needed (nonce {NONCE_LEN} + tag {TAG_LEN})",
-                    body.len(),
-                    NONCE_LEN + TAG_LEN
-                ),
-            });
+            return Err(format!(
+                "aesgcm value too short: {} bytes after the prefix, at least {} needed (nonce {NONCE_LEN} + tag {TAG_LEN})",
+                body.len(),
+                NONCE_LEN + TAG_LEN
+            ));
         }
-        Ok(body)
-    }
-}
-
-/// Key names end up in the stored prefix: non-empty and without `:`.
-pub(crate) fn check_key_name(name: &str) -> Result<(), TransformError> {
-    if name.is_empty() || name.contains(':') {
-        return Err(TransformError::Config(format!(
-            "invalid key name {name:?}: it must be non-empty and must not contain ':'"
-        )));
-    }
-    Ok(())
-}
-
-impl Transformer for AesGcmTransformer {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::AesGcm
+        Ok(())
     }
 
-    fn name(&self) -> &str {
-        &self.name
+    fn sealed_len(len: usize) -> usize {
+        NONCE_LEN + len + TAG_LEN
     }
 
-    fn prefix(&self) -> &[u8] {
-        &self.prefix
-    }
-
-    fn seal(&self, plaintext: &[u8], etcd_key: &str) -> Result<Vec<u8>, TransformError> {
+    fn seal_into(
+        &self,
+        out: &mut Vec<u8>,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<(), TransformError> {
         let nonce: [u8; NONCE_LEN] = crate::rand::array();
-        let mut out = Vec::with_capacity(self.prefix.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
-        out.extend_from_slice(&self.prefix);
         out.extend_from_slice(&nonce);
         let start = out.len();
         out.extend_from_slice(plaintext);
-        let aad = etcd_key.as_bytes();
-        let tag: Result<[u8; TAG_LEN], ()> = match &self.key {
+        let tag: Result<[u8; TAG_LEN], ()> = match &self.0 {
             GcmKey::Ring(k) => k
                 .seal_in_place_separate_tag(
                     Nonce::assume_unique_for_key(nonce),
@@ -159,7 +106,7 @@ impl Transformer for AesGcmTransformer {
         match tag {
             Ok(tag) => {
                 out.extend_from_slice(&tag);
-                Ok(out)
+                Ok(())
             }
             Err(()) => {
                 // Only a plaintext beyond GCM's limit (~64 GiB) gets here;
@@ -172,16 +119,11 @@ impl Transformer for AesGcmTransformer {
         }
     }
 
-    fn open(&self, stored: &[u8], etcd_key: &str) -> Result<Opened, TransformError> {
-        let body = self.body(stored, etcd_key)?;
+    fn open_body(&self, body: &[u8], aad: &[u8]) -> Option<Wiped<Vec<u8>>> {
         let (nonce, sealed) = body.split_at(NONCE_LEN);
         let mut nonce_arr = [0u8; NONCE_LEN];
         nonce_arr.copy_from_slice(nonce);
-        let aad = etcd_key.as_bytes();
-        let failed = || TransformError::DecryptionFailed {
-            etcd_key: etcd_key.to_owned(),
-        };
-        let plaintext = match &self.key {
+        match &self.0 {
             GcmKey::Ring(k) => {
                 let mut buf = Wiped::new(sealed.to_vec());
                 let len = k
@@ -190,41 +132,26 @@ impl Transformer for AesGcmTransformer {
                         Aad::from(aad),
                         &mut buf,
                     )
-                    .map_err(|_| failed())?
+                    .ok()?
                     .len();
                 buf.truncate(len);
-                buf
+                Some(buf)
             }
             GcmKey::Aes192(c) => {
                 let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
                 let mut buf = Wiped::new(ct.to_vec());
                 c.decrypt_in_place_detached((&nonce_arr).into(), aad, &mut buf, tag.into())
-                    .map_err(|_| failed())?;
-                buf
+                    .ok()?;
+                Some(buf)
             }
-        };
-        Ok(Opened {
-            plaintext,
-            stale: false,
-        })
-    }
-
-    fn inspect(&self, stored: &[u8], etcd_key: &str) -> Result<EnvelopeInfo, TransformError> {
-        self.body(stored, etcd_key)?;
-        Ok(EnvelopeInfo {
-            provider_kind: ProviderKind::AesGcm,
-            provider_name: self.name.clone(),
-            key_id: None,
-            dek_source_type: None,
-            annotations: BTreeMap::new(),
-            stored_len: stored.len(),
-        })
+        }
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::transform::Transformer;
 
     const KEY: &str = "/registry/secrets/default/api-token";
 

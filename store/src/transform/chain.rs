@@ -32,13 +32,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::aescbc::AesCbcTransformer;
-use super::aesgcm::AesGcmTransformer;
 use super::identity::IdentityTransformer;
-use super::secretbox::SecretboxTransformer;
 use super::{ENCRYPTED_PREFIX, EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
 use crate::encryption_config::{EncryptionConfiguration, KmsProviderConfig, ProviderConfig};
 
@@ -132,28 +128,12 @@ impl TransformerChain {
         let mut out: Vec<Arc<dyn Transformer>> = Vec::new();
         for p in providers {
             match p {
-                ProviderConfig::AesGcm { keys } => {
+                ProviderConfig::Keys { kind, keys } => {
+                    let local = kind.row().local.as_ref().ok_or_else(|| {
+                        TransformError::Config(format!("{kind} is not a provider with keys"))
+                    })?;
                     for k in keys {
-                        out.push(Arc::new(AesGcmTransformer::new(
-                            k.name(),
-                            k.expose_secret(),
-                        )?));
-                    }
-                }
-                ProviderConfig::AesCbc { keys } => {
-                    for k in keys {
-                        out.push(Arc::new(AesCbcTransformer::new(
-                            k.name(),
-                            k.expose_secret(),
-                        )?));
-                    }
-                }
-                ProviderConfig::Secretbox { keys } => {
-                    for k in keys {
-                        out.push(Arc::new(SecretboxTransformer::new(
-                            k.name(),
-                            k.expose_secret(),
-                        )?));
+                        out.push((local.build)(k.name(), k.expose_secret())?);
                     }
                 }
                 ProviderConfig::Identity => out.push(Arc::new(IdentityTransformer::new())),
@@ -162,7 +142,7 @@ impl TransformerChain {
                 }
                 ProviderConfig::Kms { config, .. } => {
                     let t = kms(config)?;
-                    let expected = format!("k8s:enc:kms:v2:{}:", config.name);
+                    let expected = format!("{}{}:", ProviderKind::KmsV2.prefix(), config.name);
                     if t.prefix() != expected.as_bytes() {
                         return Err(TransformError::Config(format!(
                             "the transformer built for kms provider {:?} writes prefix {:?}, expected {expected:?}",
@@ -295,14 +275,7 @@ impl TransformerChain {
                 kind: Some(kind),
                 name,
                 ..
-            }) => Ok(EnvelopeInfo {
-                provider_kind: kind,
-                provider_name: name,
-                key_id: None,
-                dek_source_type: None,
-                annotations: BTreeMap::new(),
-                stored_len: stored.len(),
-            }),
+            }) => Ok(EnvelopeInfo::from_prefix(kind, name, stored.len())),
             _ => Err(self.no_match(stored, etcd_key)),
         }
     }
@@ -382,14 +355,9 @@ pub fn parse_envelope_prefix(stored: &[u8]) -> Option<EnvelopePrefix> {
     let version = parts.next()?;
     let name = parts.next()?;
     parts.next()?; // the name must be followed by ':'
-    let kind = match (ty, version) {
-        (b"aesgcm", b"v1") => Some(ProviderKind::AesGcm),
-        (b"aescbc", b"v1") => Some(ProviderKind::AesCbc),
-        (b"secretbox", b"v1") => Some(ProviderKind::Secretbox),
-        (b"kms", b"v1") => Some(ProviderKind::KmsV1),
-        (b"kms", b"v2") => Some(ProviderKind::KmsV2),
-        _ => None,
-    };
+    // `k8s:enc:<type>:<version>:`, looked up in the provider table.
+    let kind_prefix = ENCRYPTED_PREFIX.len() + ty.len() + version.len() + 2;
+    let kind = ProviderKind::from_prefix(&stored[..kind_prefix]);
     Some(EnvelopePrefix {
         kind,
         name: String::from_utf8_lossy(name).into_owned(),
@@ -422,7 +390,7 @@ impl KmsV1Unsupported {
     fn new(name: &str) -> Self {
         KmsV1Unsupported {
             name: name.to_owned(),
-            prefix: format!("k8s:enc:kms:v1:{name}:").into_bytes(),
+            prefix: format!("{}{name}:", ProviderKind::KmsV1.prefix()).into_bytes(),
         }
     }
 }
@@ -450,14 +418,11 @@ impl Transformer for KmsV1Unsupported {
         })
     }
     fn inspect(&self, stored: &[u8], _: &str) -> Result<EnvelopeInfo, TransformError> {
-        Ok(EnvelopeInfo {
-            provider_kind: ProviderKind::KmsV1,
-            provider_name: self.name.clone(),
-            key_id: None,
-            dek_source_type: None,
-            annotations: BTreeMap::new(),
-            stored_len: stored.len(),
-        })
+        Ok(EnvelopeInfo::from_prefix(
+            ProviderKind::KmsV1,
+            self.name.clone(),
+            stored.len(),
+        ))
     }
 }
 

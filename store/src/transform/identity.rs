@@ -11,8 +11,6 @@
 //! Writing plaintext is allowed here; refusing it unless explicitly allowed
 //! is the chain's job ([`TransformerChain`](super::chain::TransformerChain)).
 
-use std::collections::BTreeMap;
-
 use super::{ENCRYPTED_PREFIX, EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
 use crate::wipe::Wiped;
 
@@ -68,14 +66,11 @@ impl Transformer for IdentityTransformer {
 
     fn inspect(&self, stored: &[u8], etcd_key: &str) -> Result<EnvelopeInfo, TransformError> {
         Self::refuse_encrypted(stored, etcd_key)?;
-        Ok(EnvelopeInfo {
-            provider_kind: ProviderKind::Identity,
-            provider_name: String::new(),
-            key_id: None,
-            dek_source_type: None,
-            annotations: BTreeMap::new(),
-            stored_len: stored.len(),
-        })
+        Ok(EnvelopeInfo::from_prefix(
+            ProviderKind::Identity,
+            String::new(),
+            stored.len(),
+        ))
     }
 }
 

@@ -8,17 +8,13 @@
 //! value copied under another etcd key opens there too (upstream
 //! behaviour); any change to the stored bytes is caught by the tag.
 
-use std::collections::BTreeMap;
-
 use crypto_secretbox::XSalsa20Poly1305;
 use crypto_secretbox::aead::{AeadInPlace, KeyInit};
 
-use super::aesgcm::check_key_name;
-use super::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
+use super::local::{LocalCipher, LocalTransformer};
+use super::{ProviderKind, TransformError};
 use crate::wipe::Wiped;
 
-/// The provider part of the prefix; the key name and `:` follow.
-pub const PREFIX: &str = "k8s:enc:secretbox:v1:";
 /// Nonce length.
 pub const NONCE_LEN: usize = 24;
 /// Tag length (it precedes the ciphertext).
@@ -27,119 +23,74 @@ pub const TAG_LEN: usize = 16;
 pub const KEY_LEN: usize = 32;
 
 /// One secretbox key: seals with it, opens values carrying its prefix.
-/// The cipher holds the key and wipes it on drop; no `Debug`, no `Clone`.
-pub struct SecretboxTransformer {
-    name: String,
-    prefix: Vec<u8>,
-    cipher: Box<XSalsa20Poly1305>,
-}
+pub type SecretboxTransformer = LocalTransformer<Secretbox>;
 
-impl SecretboxTransformer {
-    /// Builds the transformer for key `name` from its 32 raw bytes. The
-    /// bytes are copied into the cipher, which wipes them on drop.
-    pub fn new(name: &str, key: &[u8]) -> Result<Self, TransformError> {
-        check_key_name(name)?;
-        if key.len() != KEY_LEN {
-            return Err(TransformError::Config(format!(
-                "secretbox key {name:?}: a key must be {KEY_LEN} bytes, got {}",
-                key.len()
-            )));
-        }
+/// The secretbox cipher: it holds the key and wipes it on drop; no
+/// `Debug`, no `Clone`.
+pub struct Secretbox(Box<XSalsa20Poly1305>);
+
+impl LocalCipher for Secretbox {
+    const KIND: ProviderKind = ProviderKind::Secretbox;
+    const VALUE: &'static str = "a secretbox value";
+    const KEY_SIZES: &'static [usize] = &[KEY_LEN];
+
+    fn new(key: &[u8]) -> Result<Self, TransformError> {
         let cipher = XSalsa20Poly1305::new_from_slice(key)
             .map_err(|_| TransformError::Config("secretbox: unusable key".to_owned()))?;
-        Ok(SecretboxTransformer {
-            name: name.to_owned(),
-            prefix: format!("{PREFIX}{name}:").into_bytes(),
-            cipher: Box::new(cipher),
-        })
+        Ok(Secretbox(Box::new(cipher)))
     }
 
-    fn body<'a>(&self, stored: &'a [u8], etcd_key: &str) -> Result<&'a [u8], TransformError> {
-        let body = stored.strip_prefix(self.prefix.as_slice()).ok_or_else(|| {
-            TransformError::Malformed {
-                etcd_key: etcd_key.to_owned(),
-                reason: format!(
-                    "not a secretbox value of key {:?} (prefix mismatch)",
-                    self.name
-                ),
-            }
-        })?;
+    fn check_body(body: &[u8]) -> Result<(), String> {
         if body.len() < NONCE_LEN + TAG_LEN {
-            return Err(TransformError::Malformed {
-                etcd_key: etcd_key.to_owned(),
-                reason: format!(
-                    "secretbox value too short: {} bytes after the prefix, at least {} needed (nonce {NONCE_LEN} + tag {TAG_LEN})",
-                    body.len(),
-                    NONCE_LEN + TAG_LEN
-                ),
-            });
+            return Err(format!(
+                "secretbox value too short: {} bytes after the prefix, at least {} needed (nonce {NONCE_LEN} + tag {TAG_LEN})",
+                body.len(),
+                NONCE_LEN + TAG_LEN
+            ));
         }
-        Ok(body)
-    }
-}
-
-impl Transformer for SecretboxTransformer {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Secretbox
+        Ok(())
     }
 
-    fn name(&self) -> &str {
-        &self.name
+    fn sealed_len(len: usize) -> usize {
+        NONCE_LEN + TAG_LEN + len
     }
 
-    fn prefix(&self) -> &[u8] {
-        &self.prefix
-    }
-
-    fn seal(&self, plaintext: &[u8], _etcd_key: &str) -> Result<Vec<u8>, TransformError> {
+    /// No additional data: `aad` is not used (upstream behaviour).
+    fn seal_into(
+        &self,
+        out: &mut Vec<u8>,
+        plaintext: &[u8],
+        _aad: &[u8],
+    ) -> Result<(), TransformError> {
         let nonce: [u8; NONCE_LEN] = crate::rand::array();
-        let mut out = Vec::with_capacity(self.prefix.len() + NONCE_LEN + TAG_LEN + plaintext.len());
-        out.extend_from_slice(&self.prefix);
         out.extend_from_slice(&nonce);
         let tag_at = out.len();
         out.extend_from_slice(&[0u8; TAG_LEN]);
         out.extend_from_slice(plaintext);
         let tag = self
-            .cipher
+            .0
             .encrypt_in_place_detached((&nonce).into(), b"", &mut out[tag_at + TAG_LEN..])
             // Only fails with additional data, which we never pass.
             .map_err(|_| TransformError::WriteRefused("secretbox: encryption failed".to_owned()))?;
         out[tag_at..tag_at + TAG_LEN].copy_from_slice(&tag);
-        Ok(out)
+        Ok(())
     }
 
-    fn open(&self, stored: &[u8], etcd_key: &str) -> Result<Opened, TransformError> {
-        let body = self.body(stored, etcd_key)?;
+    fn open_body(&self, body: &[u8], _aad: &[u8]) -> Option<Wiped<Vec<u8>>> {
         let (nonce, rest) = body.split_at(NONCE_LEN);
         let (tag, ct) = rest.split_at(TAG_LEN);
         let mut buf = Wiped::new(ct.to_vec());
-        self.cipher
+        self.0
             .decrypt_in_place_detached(nonce.into(), b"", &mut buf, tag.into())
-            .map_err(|_| TransformError::DecryptionFailed {
-                etcd_key: etcd_key.to_owned(),
-            })?;
-        Ok(Opened {
-            plaintext: buf,
-            stale: false,
-        })
-    }
-
-    fn inspect(&self, stored: &[u8], etcd_key: &str) -> Result<EnvelopeInfo, TransformError> {
-        self.body(stored, etcd_key)?;
-        Ok(EnvelopeInfo {
-            provider_kind: ProviderKind::Secretbox,
-            provider_name: self.name.clone(),
-            key_id: None,
-            dek_source_type: None,
-            annotations: BTreeMap::new(),
-            stored_len: stored.len(),
-        })
+            .ok()?;
+        Some(buf)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::Transformer;
     use crate::transform::aesgcm::tests::vector;
 
     const KEY: &str = "/registry/secrets/default/webhook-hmac";

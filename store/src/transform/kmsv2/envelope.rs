@@ -20,7 +20,7 @@ use std::fmt;
 use kms_proto::contract::{validate_annotations, validate_ciphertext, validate_key_id};
 
 /// The prefix every KMS v2 value starts with, before the provider name.
-pub const KMS_V2_PREFIX: &[u8] = b"k8s:enc:kms:v2:";
+pub const KMS_V2_PREFIX: &[u8] = crate::transform::ProviderKind::KmsV2.prefix().as_bytes();
 
 /// How `encryptedDEKSource` is to be interpreted (`EncryptedDEKSourceType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -7,6 +7,7 @@
 mod bench;
 mod cli;
 pub mod encryption_config;
+mod error_chain;
 pub mod k8s;
 pub mod migrate;
 mod progress;

@@ -89,12 +89,13 @@ pub enum StoreError {
     #[error(transparent)]
     Storage(StorageError),
     /// The decrypted bytes are not a Secret.
-    #[error("value at {key} decrypted but is not a Secret: {reason}")]
+    #[error("value at {key} decrypted but is not a Secret: {source}")]
     Decode {
         /// The etcd key.
         key: String,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: crate::secret::DecodeError,
     },
 }
 
@@ -197,9 +198,9 @@ impl SecretStore {
     pub fn decode(&self, v: &Versioned) -> Result<(Secret, bool), StoreError> {
         let opened = self.chain.open(&v.value, &v.key)?;
         let mut s =
-            Secret::from_storage_bytes(&opened.plaintext).map_err(|e| StoreError::Decode {
+            Secret::from_storage_bytes(&opened.plaintext).map_err(|source| StoreError::Decode {
                 key: v.key.clone(),
-                reason: e.to_string(),
+                source,
             })?;
         s.metadata.resource_version = Some(v.mod_revision.to_string());
         Ok((s, opened.stale))

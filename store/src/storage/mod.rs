@@ -60,7 +60,12 @@ pub struct Page {
     pub revision: u64,
 }
 
-/// Why a storage operation failed.
+/// The cause kept by [`StorageError::Engine`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a storage operation failed. Messages name keys and revisions, never
+/// values; every message carries its cause's text, and the cause itself is
+/// kept as the error's `source()`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
@@ -81,9 +86,34 @@ pub enum StorageError {
     /// Stored metadata is corrupt.
     #[error("corrupt store: {0}")]
     Corrupt(String),
-    /// Anything else from the engine.
+    /// Settings that cannot be used (an etcd endpoint, a TLS setting, a
+    /// timeout, a key prefix too broad to delete); the message names the
+    /// setting.
     #[error("{0}")]
-    Engine(String),
+    Config(String),
+    /// A file or directory the engine needs could not be read or created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, e.g. `cannot read --etcd-cacert ca.pem`.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine's library failed (RocksDB, the etcd client).
+    #[error("{context}: {source}")]
+    Engine {
+        /// What was being done, e.g. `rocksdb` or `cannot open database DIR`.
+        context: String,
+        /// The cause, as the library reported it.
+        #[source]
+        source: Cause,
+    },
+    /// etcd refused a request in a way no retry or other member changes
+    /// (permission denied, a request too large); the message carries the
+    /// member's answer.
+    #[error("{0}")]
+    Rejected(String),
     /// The engine was left out of this build (its cargo feature is off).
     #[error("this secret-store was built without the {0} engine (cargo feature {0:?})")]
     NotBuilt(&'static str),

@@ -31,7 +31,10 @@ pub struct RocksEngine {
 }
 
 fn engine_err(e: rocksdb::Error) -> StorageError {
-    StorageError::Engine(format!("rocksdb: {e}"))
+    StorageError::Engine {
+        context: "rocksdb".to_owned(),
+        source: Box::new(e),
+    }
 }
 
 fn encode_meta(create: u64, modr: u64) -> [u8; 16] {
@@ -63,8 +66,9 @@ impl RocksEngine {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| {
-                    StorageError::Engine(format!("cannot create {}: {e}", dir.display()))
+                .map_err(|source| StorageError::Io {
+                    what: format!("cannot create {}", dir.display()),
+                    source,
                 })?;
         }
         let mut db_opts = Options::default();
@@ -88,7 +92,10 @@ impl RocksEngine {
                     dir.display()
                 ))
             } else {
-                StorageError::Engine(format!("cannot open database {}: {msg}", dir.display()))
+                StorageError::Engine {
+                    context: format!("cannot open database {}", dir.display()),
+                    source: Box::new(e),
+                }
             }
         })?;
         Ok(RocksEngine {

@@ -60,7 +60,7 @@ impl EtcdConfig {
         tls: Option<EtcdTls>,
         timeout: Duration,
     ) -> Result<Self, StorageError> {
-        let bad = |m: String| StorageError::Engine(m);
+        let bad = StorageError::Config;
         let tls = tls.filter(EtcdTls::is_set);
         if endpoints.is_empty() {
             return Err(bad(

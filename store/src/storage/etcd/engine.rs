@@ -123,17 +123,18 @@ impl EtcdEngine {
         let connect_timeout = config.timeout.min(std::time::Duration::from_secs(2));
         let mut members = Vec::with_capacity(config.endpoints.len());
         for url in &config.endpoints {
-            let bad = |e: &dyn std::fmt::Display| {
-                StorageError::Engine(format!("etcd endpoint {url} is not usable: {e}"))
+            let bad = |e: Box<dyn std::error::Error + Send + Sync>| StorageError::Engine {
+                context: format!("etcd endpoint {url} is not usable"),
+                source: e,
             };
             let mut ep = tonic::transport::Endpoint::from_shared(url.clone())
-                .map_err(|e| bad(&e))?
+                .map_err(|e| bad(e.into()))?
                 .connect_timeout(connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(std::time::Duration::from_secs(10))
                 .keep_alive_timeout(std::time::Duration::from_secs(5));
             if let Some(tls) = &tls {
-                ep = ep.tls_config(tls.clone()).map_err(|e| bad(&e))?;
+                ep = ep.tls_config(tls.clone()).map_err(|e| bad(e.into()))?;
             }
             let channel = {
                 let _enter = rt.enter();
@@ -144,7 +145,7 @@ impl EtcdEngine {
                 etcd_client::Channel::Tonic(channel),
                 Some(options),
             ))?
-            .map_err(|e| bad(&e))?;
+            .map_err(|e| bad(e.into()))?;
             let kv = client
                 .kv_client()
                 .max_decoding_message_size(MAX_MESSAGE)
@@ -227,7 +228,7 @@ impl EtcdEngine {
 
 fn check_broad_prefix(prefix: &str) -> Result<(), StorageError> {
     if prefix.len() < 2 || !prefix.starts_with('/') {
-        return Err(StorageError::Engine(format!(
+        return Err(StorageError::Config(format!(
             "refusing to delete the key prefix {prefix:?}: too broad"
         )));
     }

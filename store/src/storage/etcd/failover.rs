@@ -302,7 +302,7 @@ impl Failed {
             ""
         };
         if let Some((url, f)) = self.fatal {
-            return StorageError::Engine(format!("etcd {op}: {url}: {}{maybe}", f.detail));
+            return StorageError::Rejected(format!("etcd {op}: {url}: {}{maybe}", f.detail));
         }
         let t = humantime::format_duration(self.timeout);
         let tried = self.per_member.iter().filter(|(_, f)| f.is_some()).count();

@@ -8,8 +8,10 @@ use super::EtcdTls;
 use crate::storage::StorageError;
 
 fn read_pem(what: &str, p: &Path) -> Result<Vec<u8>, StorageError> {
-    std::fs::read(p)
-        .map_err(|e| StorageError::Engine(format!("cannot read {what} {}: {e}", p.display())))
+    std::fs::read(p).map_err(|source| StorageError::Io {
+        what: format!("cannot read {what} {}", p.display()),
+        source,
+    })
 }
 
 /// The tonic TLS settings for `tls`, files read now.

@@ -8,7 +8,7 @@
 //! restarts within the timeout is not noticed. A broken connection is dropped
 //! and dialled again on the next call.
 
-use std::error::Error as StdError;
+use std::error::Error as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,6 +21,7 @@ use kms_proto::v2::{
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use crate::error_chain::error_chain;
 use crate::k8s::new_uid;
 use crate::wipe::Wiped;
 
@@ -185,21 +186,6 @@ fn describe_status(s: &tonic::Status) -> String {
     if let Some(src) = s.source() {
         out.push_str(": ");
         out.push_str(&error_chain(src));
-    }
-    out
-}
-
-/// An error and its causes, `: `-separated, without repeats.
-pub(super) fn error_chain(e: &dyn StdError) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
     }
     out
 }

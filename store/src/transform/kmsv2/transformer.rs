@@ -26,9 +26,10 @@ use super::envelope::{
 use super::flight::Flights;
 use super::health::{HealthRecord, KmsHealth, poll};
 use super::options::{DEFAULT_CALL_TIMEOUT, KmsOptions};
-use super::plugin::{PluginCalls, PluginClient, error_chain};
+use super::plugin::{PluginCalls, PluginClient};
 use super::state::{StateCell, WriteState};
 use crate::encryption_config::KmsProviderConfig;
+use crate::error_chain::error_chain;
 use crate::runtime;
 use crate::transform::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
 

@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use super::KeyConfig;
 use super::base64::decode_base64_std;
 use super::decode::RawKeys;
-use super::validate::{Errors, q};
+use super::validate::Errors;
+use crate::k8s::go_quote as q;
 
 /// Validates the `keys:` of the provider at `path` (key sizes in bytes from
 /// `sizes`); returns the keys that passed, in file order.

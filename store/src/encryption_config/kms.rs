@@ -6,8 +6,9 @@ use std::collections::HashSet;
 
 use super::decode::RawKms;
 use super::duration::{duration_from_nanos, parse_go_duration};
-use super::validate::{Errors, q};
+use super::validate::Errors;
 use super::{DEFAULT_KMS_TIMEOUT, DEFAULT_KMS_V1_CACHE_SIZE, KmsProviderConfig, ProviderConfig};
+use crate::k8s::go_quote as q;
 
 /// Validates a `kms:` entry at `path`, defaults applied; `kms_names` holds
 /// the names of the kms providers seen so far. `None` when it has errors.

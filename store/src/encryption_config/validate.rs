@@ -11,7 +11,7 @@ use super::keys::validate_keys;
 use super::kms::validate_kms;
 use super::resources::GroupResource;
 use super::{ProviderConfig, ResourceConfig};
-use crate::k8s::{FieldError, FieldErrors};
+use crate::k8s::{FieldError, FieldErrors, go_quote as q};
 use crate::transform::ProviderKind;
 
 /// Collects field errors with the apiserver's message shapes.
@@ -34,11 +34,6 @@ impl Errors {
     pub(super) fn duplicate(&mut self, field: &str, value: impl Into<String>) {
         self.0.push(FieldError::duplicate(field, value.into()));
     }
-}
-
-/// Renders a string value as the apiserver does (`%q`).
-pub(super) fn q(s: &str) -> String {
-    format!("{s:?}")
 }
 
 /// Renders a string list as Go's `%#v` of a `[]string`.

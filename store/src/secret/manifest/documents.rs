@@ -3,10 +3,11 @@
 //! Accepted: YAML (one or several documents separated by `---`) and JSON
 //! (one value or a stream of values); each document is a `Secret`, a
 //! `SecretList` or a `List` (all `apiVersion: v1`), lists possibly nested.
-//! `data` values are base64 as the apiserver reads them (see `gobase64`:
-//! line breaks inside are tolerated, padding is required); `stringData`
-//! values are plain text merged into `data`, winning on conflict, and then
-//! dropped. The fields of one Secret are read in `manifest_secret`.
+//! `data` values are base64 as the apiserver reads them (see
+//! [`crate::k8s::base64`]: line breaks inside are tolerated, padding is
+//! required); `stringData` values are plain text merged into `data`, winning
+//! on conflict, and then dropped. The fields of one Secret are read in
+//! `secret`.
 //!
 //! Strict: an unknown field is an error naming it (a typo such as
 //! `stringdata` would otherwise drop secrets silently), as is a value of the
@@ -178,18 +179,7 @@ fn read_object(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn one(text: &str) -> Secret {
-        let mut all = parse_manifests(text).unwrap();
-        assert_eq!(all.len(), 1);
-        all.remove(0)
-    }
-
-    fn err(text: &str) -> String {
-        parse_manifests(text).unwrap_err().to_string()
-    }
-
-    const BASIC: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n";
+    use crate::secret::manifest::test_support::{BASIC, err, one};
 
     #[test]
     fn defaults_namespace_and_type() {

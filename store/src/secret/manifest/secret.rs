@@ -238,19 +238,7 @@ fn read_metadata(
 
 #[cfg(test)]
 mod tests {
-    use crate::secret::*;
-
-    fn one(text: &str) -> Secret {
-        let mut all = parse_manifests(text).unwrap();
-        assert_eq!(all.len(), 1);
-        all.remove(0)
-    }
-
-    fn err(text: &str) -> String {
-        parse_manifests(text).unwrap_err().to_string()
-    }
-
-    const BASIC: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n";
+    use crate::secret::manifest::test_support::{BASIC, err, one};
 
     #[test]
     fn reads_a_yaml_secret_with_every_field() {

@@ -42,6 +42,29 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     result
 }
 
+/// [`write_atomic`], then overwrites what the replaced file held with
+/// zeros (through a handle opened before the rename) and syncs it: the
+/// previous version's blocks stop holding key material on filesystems
+/// that write in place. Best effort: SSDs, copy-on-write filesystems and
+/// snapshots may keep copies; backups certainly do. The new file is
+/// durable before anything is wiped, so a crash loses nothing.
+pub fn write_atomic_wiping_old(path: &Path, data: &[u8]) -> io::Result<()> {
+    let old = OpenOptions::new().write(true).open(path).ok();
+    write_atomic(path, data)?;
+    if let Some(mut f) = old {
+        let len = f.metadata()?.len();
+        let zeros = [0u8; 4096];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            f.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Removes temp files a crashed writer left beside `path`.
 pub fn sweep_temp_files(path: &Path) -> io::Result<()> {
     let dir = parent_of(path);
@@ -106,6 +129,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "no temp file left: {names:?}");
+    }
+
+    #[test]
+    fn the_replaced_version_is_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ring.json");
+        write_atomic(&p, b"old secret material").unwrap();
+        // A second link to the old inode shows what happens to its blocks.
+        let witness = d.path().join("witness");
+        fs::hard_link(&p, &witness).unwrap();
+        write_atomic_wiping_old(&p, b"new").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_eq!(fs::read(&witness).unwrap(), vec![0u8; 19]);
+        // No old file: just a write.
+        let q = d.path().join("fresh.json");
+        write_atomic_wiping_old(&q, b"x").unwrap();
+        assert_eq!(fs::read(&q).unwrap(), b"x");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub mod backend;
 mod cmd;
 mod daemon;
 mod fsutil;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hardening;
 pub mod keyring;
 mod secret;

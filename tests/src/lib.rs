@@ -112,6 +112,27 @@ pub fn rotate(dir: &Path) -> String {
     created_key_id(&String::from_utf8_lossy(&out.stdout)).expect("rotate printed the new key")
 }
 
+/// The digest a `key export` or `key share` printed (`digest: sha256:...`).
+pub fn printed_digest(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("digest: "))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            panic!(
+                "no digest printed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// `sha256:` and the hex SHA-256 of `bytes`, as `key import --expect` takes it.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    format!("sha256:{}", hex::encode(d.as_ref()))
+}
+
 /// The key_id from a `created key <id> (...)` line.
 pub fn created_key_id(stdout: &str) -> Option<String> {
     stdout

@@ -1,12 +1,14 @@
 //! Several control-plane nodes, each with its own TPM, share one KEK:
-//! export-target on B, share on A, import on B. A seed wrapped through A
-//! unwraps through B; the bundle made for B does not import into a third
-//! TPM (neither by the fingerprint check nor, forced, by the TPM itself).
+//! export-target on B, share on A, import on B with the digest A printed,
+//! activate on B. A seed wrapped through A unwraps through B; a staged
+//! rotation reaches B the same way; the bundle made for B does not import
+//! into a third TPM (neither by the fingerprint check nor, forced, by the
+//! TPM itself).
 
 use std::path::Path;
 
 use e2e::Plugin;
-use e2e::swtpm::{Swtpm, init_tpm_ring, kms_tpm, rotate_tpm, serve_flags};
+use e2e::swtpm::{Swtpm, init_tpm_ring, kms_tpm, serve_flags};
 use kms_proto::v2::{DecryptRequest, EncryptRequest, StatusRequest};
 
 fn export_target(tpm: &Swtpm, out: &Path) -> String {
@@ -26,25 +28,35 @@ fn export_target(tpm: &Swtpm, out: &Path) -> String {
     fp
 }
 
-fn share(a: &Swtpm, ring: &Path, target: &Path, fp: &str, out: &Path) -> std::process::Output {
-    kms_tpm(
-        &[
-            "key",
-            "share",
-            "--keyring",
-            ring.to_str().unwrap(),
-            "--to",
-            target.to_str().unwrap(),
-            "--fingerprint",
-            fp,
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &a.tcti(),
-    )
+fn share_with(
+    a: &Swtpm,
+    ring: &Path,
+    target: &Path,
+    fp: &str,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "key",
+        "share",
+        "--keyring",
+        ring.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+        "--fingerprint",
+        fp,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    kms_tpm(&args, &a.tcti())
 }
 
-fn import(tpm: &Swtpm, ring: &Path, bundle: &Path) -> std::process::Output {
+fn share(a: &Swtpm, ring: &Path, target: &Path, fp: &str, out: &Path) -> std::process::Output {
+    share_with(a, ring, target, fp, out, &[])
+}
+
+fn import(tpm: &Swtpm, ring: &Path, bundle: &Path, digest: &str) -> std::process::Output {
     kms_tpm(
         &[
             "key",
@@ -52,9 +64,42 @@ fn import(tpm: &Swtpm, ring: &Path, bundle: &Path) -> std::process::Output {
             bundle.to_str().unwrap(),
             "--keyring",
             ring.to_str().unwrap(),
+            "--expect",
+            digest,
         ],
         &tpm.tcti(),
     )
+}
+
+fn activate(tpm: &Swtpm, ring: &Path, key_id: &str) {
+    let o = kms_tpm(
+        &[
+            "key",
+            "activate",
+            key_id,
+            "--keyring",
+            ring.to_str().unwrap(),
+        ],
+        &tpm.tcti(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn fingerprint(tpm: &Swtpm, ring: &Path) -> String {
+    let o = kms_tpm(
+        &[
+            "key",
+            "list",
+            "--keyring",
+            ring.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        &tpm.tcti(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["fingerprint"].as_str().unwrap().to_string()
 }
 
 async fn serve_and(backend: &str, tpm: &Swtpm, ring: &Path, dir: &Path, name: &str) -> Plugin {
@@ -102,9 +147,15 @@ async fn tpm_kek_shared_between_two_nodes_and_not_to_a_third() {
             &d.join("to-b.json"),
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let o = import(&tpm_b, &ring_b, &d.join("to-b.json"));
+        let digest_b = e2e::printed_digest(&o);
+        let o = import(&tpm_b, &ring_b, &d.join("to-b.json"), &digest_b);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert!(String::from_utf8_lossy(&o.stdout).contains(&k1));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(&format!("added key {k1}, staged")), "{out}");
+        assert!(out.contains("no active key yet"), "{out}");
+        // B's copy is staged until the operator says which key is active.
+        activate(&tpm_b, &ring_b, &k1);
+        assert_eq!(fingerprint(&tpm_a, &ring_a), fingerprint(&tpm_b, &ring_b));
 
         // Both nodes serve the same key_id; a seed wrapped by A unwraps on B.
         let pa = serve_and(backend, &tpm_a, &ring_a, d, "a").await;
@@ -157,18 +208,48 @@ async fn tpm_kek_shared_between_two_nodes_and_not_to_a_third() {
             .into_inner();
         assert_eq!(back.plaintext, seed, "{backend}: and back");
 
-        // A rotation on A reaches B by sharing again (B keeps serving).
-        let k2 = rotate_tpm(&ring_a, &tpm_a.tcti(), &[]);
-        let o = share(
+        // A staged rotation: add on A, share the staged key, import on B,
+        // fingerprints equal, activate on both (B keeps serving throughout).
+        let o = kms_tpm(
+            &["key", "add", "--keyring", ring_a.to_str().unwrap()],
+            &tpm_a.tcti(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let k2 = e2e::created_key_id(&String::from_utf8_lossy(&o.stdout)).unwrap();
+        let o = share_with(
             &tpm_a,
             &ring_a,
             &d.join("b.target.json"),
             &fp_b,
             &d.join("to-b2.json"),
+            &["--staged"],
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let o = import(&tpm_b, &ring_b, &d.join("to-b2.json"));
+        let shared = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            shared.contains(&k2) && !shared.contains(&k1),
+            "only the staged key: {shared}"
+        );
+        let o = import(
+            &tpm_b,
+            &ring_b,
+            &d.join("to-b2.json"),
+            &e2e::printed_digest(&o),
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(fingerprint(&tpm_a, &ring_a), fingerprint(&tpm_b, &ring_b));
+        // Staged: B still reports k1, and decrypts what A wraps with k2 once A activates.
+        assert_eq!(
+            cb.status(StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .key_id,
+            k1
+        );
+        activate(&tpm_a, &ring_a, &k2);
+        activate(&tpm_b, &ring_b, &k2);
+        assert_eq!(fingerprint(&tpm_a, &ring_a), fingerprint(&tpm_b, &ring_b));
         let t = std::time::Instant::now();
         while cb
             .status(StatusRequest {})
@@ -184,7 +265,7 @@ async fn tpm_kek_shared_between_two_nodes_and_not_to_a_third() {
 
         // B's bundle does not import into a third TPM: refused by the
         // fingerprint check...
-        let o = import(&tpm_c, &ring_c, &d.join("to-b.json"));
+        let o = import(&tpm_c, &ring_c, &d.join("to-b.json"), &digest_b);
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
@@ -195,8 +276,14 @@ async fn tpm_kek_shared_between_two_nodes_and_not_to_a_third() {
         let forged = std::fs::read_to_string(d.join("to-b.json"))
             .unwrap()
             .replace(&fp_b, &fp_c);
-        std::fs::write(d.join("forged.json"), forged).unwrap();
-        let o = import(&tpm_c, &ring_c, &d.join("forged.json"));
+        std::fs::write(d.join("forged.json"), &forged).unwrap();
+        // (Its forger would also have to get its digest past the operator.)
+        let o = import(
+            &tpm_c,
+            &ring_c,
+            &d.join("forged.json"),
+            &e2e::sha256_digest(forged.as_bytes()),
+        );
         assert!(
             !o.status.success(),
             "{backend}: a bundle for B imported into C"

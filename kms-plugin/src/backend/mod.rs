@@ -44,6 +44,16 @@ pub struct Refresh {
     pub changed: bool,
 }
 
+/// The public facts of the ring a backend serves, for metrics and alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingInfo {
+    /// The ring fingerprint: equal on every node that holds the same keys
+    /// in the same states.
+    pub fingerprint: String,
+    /// How many keys are staged (added, not yet activated).
+    pub staged: usize,
+}
+
 /// Who is at fault when a backend call fails: what the gRPC code, the log
 /// level and the error metric follow from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +175,12 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// Picks up key ring changes (rotation, retirement) made by `key`
     /// commands while serving.
     async fn refresh(&self) -> Result<Refresh, BackendError>;
+
+    /// The ring's fingerprint and staged keys, for a backend that serves a
+    /// key ring (`None` for one whose keys live elsewhere).
+    fn ring_info(&self) -> Option<RingInfo> {
+        None
+    }
 
     /// A live end-to-end check: wraps and unwraps a random value.
     async fn self_test(&self) -> Result<(), BackendError> {

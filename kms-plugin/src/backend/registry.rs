@@ -35,9 +35,15 @@ pub(crate) struct BackendRow {
     pub summary: &'static str,
     /// Every option it reads.
     pub options: &'static [OptionSpec],
+    /// What still holds a retired key's material (printed by `key retire`,
+    /// so nobody is told more is destroyed than is).
+    pub retirement: &'static str,
     /// Checks the connection options before anything binds or runs; the
     /// message names the option (`tcti="x" is not valid: ...`).
     pub check: fn(&ConnectOptions) -> Result<(), String>,
+    /// Checks, without the device, that a ring entry's material is what its
+    /// key_id says (for keys arriving from outside: imports, restores).
+    pub verify: fn(&str, &KeyEntry) -> Result<(), String>,
     /// Opens the serving backend.
     pub open: OpenFn,
     /// Makes the minter of new keys.

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use zeroize::Zeroizing;
 
-use super::{BackendError, KeyBackend, Refresh, Wrapped};
-use crate::keyring::{self, KeyEntry, KeyState, Keyring, KeyringError};
+use super::{BackendError, Fault, KeyBackend, Refresh, RingInfo, Wrapped};
+use crate::keyring::{self, KeyEntry, KeyState, Keyring, KeyringError, Lineage};
 
 /// What a backend does with the keys of its ring.
 pub(crate) trait RingKeys: Send + Sync + 'static {
@@ -107,10 +107,14 @@ enum Slot<K> {
     Broken(String),
 }
 
-/// The keys of one version of the ring.
+/// The keys of one version of the ring, and its public facts.
 struct KeySet<K> {
     active: Arc<K>,
     slots: HashMap<String, Slot<K>>,
+    /// What a later version of the ring must keep.
+    lineage: Lineage,
+    /// The ring's fingerprint and how many keys are staged.
+    info: RingInfo,
 }
 
 impl<K> KeySet<K> {
@@ -217,8 +221,28 @@ fn assemble<R: RingKeys>(
         }
         slots.insert(e.key_id.clone(), slot);
     }
-    let active = active.ok_or_else(|| invalid(dir, "no active key".into()))?;
-    Ok(KeySet { active, slots })
+    let active = active.ok_or_else(|| {
+        let staged = ring.staged().count();
+        if staged > 0 {
+            invalid(
+                dir,
+                format!(
+                    "no active key ({staged} staged): activate the cluster's current key with `kms-plugin key activate KEY_ID`"
+                ),
+            )
+        } else {
+            invalid(dir, "no active key".into())
+        }
+    })?;
+    Ok(KeySet {
+        active,
+        slots,
+        lineage: Lineage::of(ring),
+        info: RingInfo {
+            fingerprint: ring.fingerprint().to_string(),
+            staged: ring.staged().count(),
+        },
+    })
 }
 
 /// A backend over the ring in one directory.
@@ -241,6 +265,13 @@ impl<R: RingKeys> RingBackend<R> {
             state: ArcSwap::from_pointee(state),
             watcher,
         })
+    }
+
+    fn unchanged(&self) -> Refresh {
+        Refresh {
+            active: R::key_id(&self.state.load().active).clone(),
+            changed: false,
+        }
     }
 
     /// The active key.
@@ -294,21 +325,42 @@ impl<R: RingKeys> KeyBackend for RingBackend<R> {
         self.keys.unwrap(&key, ciphertext).await
     }
 
+    fn ring_info(&self) -> Option<RingInfo> {
+        Some(self.state.load().info.clone())
+    }
+
+    /// Reloads a replaced ring file. A file that does not follow from the
+    /// loaded ring (another ring id, a lower version counter, a live key
+    /// missing, a retired key back) is refused: the loaded keys keep
+    /// serving, and the same file is not tried again until it changes. A
+    /// device outage while loading is retried at the next poll.
     async fn refresh(&self) -> Result<Refresh, BackendError> {
         let Some(stat) = self.watcher.changed() else {
-            return Ok(Refresh {
-                active: self.active_key_id()?,
-                changed: false,
-            });
+            return Ok(self.unchanged());
         };
         let prev = self.state.load_full();
         let (keys, dir) = (self.keys.clone(), self.dir.clone());
-        let state = tokio::task::spawn_blocking(move || {
+        let loaded = tokio::task::spawn_blocking(move || {
             let ring = Keyring::load(&dir)?;
+            prev.lineage
+                .check(&ring)
+                .map_err(|reason| KeyringError::Regressed {
+                    path: keyring::ring_path(&dir),
+                    reason,
+                })?;
             assemble(&*keys, &ring, &dir, Some(&prev))
         })
         .await
-        .map_err(|e| BackendError::Internal(format!("key ring reload task failed: {e}")))??;
+        .map_err(|e| BackendError::Internal(format!("key ring reload task failed: {e}")))?;
+        let state = match loaded {
+            Ok(s) => s,
+            Err(e) => {
+                if e.fault() != Fault::Unavailable {
+                    self.watcher.loaded(stat);
+                }
+                return Err(e);
+            }
+        };
         let active = R::key_id(&state.active).clone();
         self.state.store(Arc::new(state));
         self.watcher.loaded(stat);

@@ -116,15 +116,62 @@ pub struct ServeConfig {
 
 /// A configuration error, naming the offending key.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("{key}={value:?} is not valid: {reason}")]
+    Invalid {
+        /// The flag or file key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A required setting is missing.
+    #[error("{key} is required (e.g. {example})")]
+    Missing {
+        /// The flag or file key.
+        key: &'static str,
+        /// An example flag.
+        example: &'static str,
+    },
+    /// The listen address is not a KMS endpoint.
+    #[error("listen-addr={0}")]
+    ListenAddr(#[source] kms_proto::endpoint::EndpointError),
+    /// The config file cannot be read.
+    #[error("config={path:?}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML of the expected shape.
+    #[error("config={path:?} is not valid: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong (TOML's message names line and column).
+        reason: String,
+    },
+    /// A backend option is missing, does not apply, or is not valid (the
+    /// message names the option).
+    #[error("{0}")]
+    Backend(String),
+}
 
-fn bad(key: &str, value: &str, why: impl std::fmt::Display) -> ConfigError {
-    ConfigError(format!("{key}={value:?} is not valid: {why}"))
+fn bad(key: &'static str, value: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: why.to_string(),
+    }
 }
 
 /// Parses a duration such as `3s`, `500ms`, `1m`; zero is refused.
-pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
     let d = humantime::parse_duration(value).map_err(|e| bad(key, value, e))?;
     if d.is_zero() {
         return Err(bad(key, value, "must be greater than zero"));
@@ -133,26 +180,23 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!(
-            "config={:?}: cannot read: {e}",
-            path.display().to_string()
-        ))
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
     })?;
-    let file: FileConfig = toml::from_str(&text).map_err(|e| {
-        ConfigError(format!(
-            "config={:?} is not valid: {e}",
-            path.display().to_string()
-        ))
+    let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: shown.clone(),
+        reason: e.to_string(),
     })?;
     // Keys that are neither `serve` settings nor backend options are
     // mistakes (`listen_addr` for `listen-addr`): refuse them.
     for key in file.backend_options.keys() {
         if !ConnectOptions::knows(key) {
-            return Err(ConfigError(format!(
-                "config={:?} is not valid: unknown field `{key}`",
-                path.display().to_string()
-            )));
+            return Err(ConfigError::File {
+                path: shown,
+                reason: format!("unknown field `{key}`"),
+            });
         }
     }
     Ok(file)
@@ -165,11 +209,10 @@ fn file_options(path: &Path, file: &FileConfig) -> Result<BTreeMap<String, Strin
         .map(|(k, v)| match v {
             toml::Value::String(s) => Ok((k.clone(), s.clone())),
             toml::Value::Boolean(b) => Ok((k.clone(), b.to_string())),
-            other => Err(ConfigError(format!(
-                "config={:?} is not valid: {k} must be a string, not {}",
-                path.display().to_string(),
-                other.type_str()
-            ))),
+            other => Err(ConfigError::File {
+                path: path.display().to_string(),
+                reason: format!("{k} must be a string, not {}", other.type_str()),
+            }),
         })
         .collect()
 }
@@ -187,34 +230,40 @@ impl ServeConfig {
         };
         let pick = |a: &Option<String>, f: Option<String>| a.clone().or(f);
 
-        let listen_s = pick(&args.listen_addr, file.listen_addr).ok_or_else(|| {
-            ConfigError("listen-addr is required (e.g. --listen-addr unix:///var/run/kmsplugin/socket.sock)".into())
+        let listen_s = pick(&args.listen_addr, file.listen_addr).ok_or(ConfigError::Missing {
+            key: "listen-addr",
+            example: "--listen-addr unix:///var/run/kmsplugin/socket.sock",
         })?;
-        let listen =
-            Endpoint::parse(&listen_s).map_err(|e| ConfigError(format!("listen-addr={e}")))?;
+        let listen = Endpoint::parse(&listen_s).map_err(ConfigError::ListenAddr)?;
 
-        let keyring = args.keyring.clone().or(file.keyring).ok_or_else(|| {
-            ConfigError("keyring is required (e.g. --keyring /var/lib/kms-plugin)".into())
-        })?;
+        let keyring = args
+            .keyring
+            .clone()
+            .or(file.keyring)
+            .ok_or(ConfigError::Missing {
+                key: "keyring",
+                example: "--keyring /var/lib/kms-plugin",
+            })?;
         if keyring.as_os_str().is_empty() {
             return Err(bad("keyring", "", "must not be empty"));
         }
 
         let backend = match pick(&args.backend, file.backend) {
-            Some(b) => registry::lookup(&b).map_err(|e| ConfigError(format!("backend={e}")))?,
+            Some(b) => registry::row(&b)
+                .ok_or_else(|| bad("backend", &b, format!("choose {}", registry::choices())))?,
             None => registry::default_row(),
         };
         let connect = args.connect.clone().with_fallbacks(&file_opts);
         connect
             .check_applies(backend)
             .and_then(|()| (backend.check)(&connect))
-            .map_err(ConfigError)?;
+            .map_err(ConfigError::Backend)?;
 
-        let dur = |key: &str, a: &Option<String>, f: Option<String>, default: Duration| match pick(
-            a, f,
-        ) {
-            Some(v) => parse_duration(key, &v),
-            None => Ok(default),
+        let dur = |key: &'static str, a: &Option<String>, f: Option<String>, default: Duration| {
+            match pick(a, f) {
+                Some(v) => parse_duration(key, &v),
+                None => Ok(default),
+            }
         };
         let timeout = dur(
             "timeout",
@@ -255,7 +304,7 @@ impl ServeConfig {
         let log_format = match pick(&args.log_format, file.log_format) {
             Some(f) => f
                 .parse()
-                .map_err(|e| ConfigError(format!("log-format={e}")))?,
+                .map_err(|_| bad("log-format", &f, "choose plain or json"))?,
             None => LogFormat::Plain,
         };
 

@@ -24,6 +24,12 @@ struct OpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RingLabels {
+    fingerprint: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyLabels {
     key_id_hash: String,
     backend: String,
@@ -57,6 +63,10 @@ pub struct Metrics {
     rotations: Counter,
     backend_errors: Family<OpLabels, Counter>,
     healthy: Gauge,
+    ring: Family<RingLabels, Gauge>,
+    current_ring: Mutex<Option<RingLabels>>,
+    staged_keys: Gauge,
+    ring_refused: Counter,
 }
 
 /// `sha256:<hex>` of a key_id, as kube-apiserver labels its own key_id metrics.
@@ -107,6 +117,24 @@ impl Metrics {
             "1 when the last backend self-test passed",
             healthy.clone(),
         );
+        let ring = Family::<RingLabels, Gauge>::default();
+        registry.register(
+            "ring_info",
+            "1 for the key ring being served, labelled by its fingerprint (equal on every node holding the same keys in the same states)",
+            ring.clone(),
+        );
+        let staged_keys = Gauge::default();
+        registry.register(
+            "staged_keys",
+            "Keys added to the ring and not yet activated",
+            staged_keys.clone(),
+        );
+        let ring_refused = Counter::default();
+        registry.register(
+            "ring_reload_refused",
+            "Replaced key ring files refused because they would drop or change keys (an older copy, another ring)",
+            ring_refused.clone(),
+        );
         let fast = OPS.map(|op| FastOp {
             ok: calls.get_or_create(&CallLabels { op, code: "OK" }).clone(),
             latency: latency.get_or_create(&OpLabels { op }).clone(),
@@ -121,7 +149,34 @@ impl Metrics {
             rotations,
             backend_errors,
             healthy,
+            ring,
+            current_ring: Mutex::new(None),
+            staged_keys,
+            ring_refused,
         }
+    }
+
+    /// Publishes the ring's fingerprint and staged key count.
+    pub fn set_ring(&self, info: &crate::backend::RingInfo, backend: &str) {
+        let labels = RingLabels {
+            fingerprint: info.fingerprint.clone(),
+            backend: backend.to_string(),
+        };
+        self.staged_keys.set(info.staged as i64);
+        let mut cur = kms_proto::sync::lock(&self.current_ring);
+        if cur.as_ref() == Some(&labels) {
+            return;
+        }
+        if let Some(old) = cur.take() {
+            self.ring.remove(&old);
+        }
+        self.ring.get_or_create(&labels).set(1);
+        *cur = Some(labels);
+    }
+
+    /// Counts a refused ring file.
+    pub fn ring_refused(&self) {
+        self.ring_refused.inc();
     }
 
     /// Records one finished call.

@@ -93,14 +93,33 @@ async fn reload_loop(
                 if r.changed {
                     health.invalidate();
                     metrics.set_active_key(&r.active, backend.kind());
-                    tracing::info!(kms.key_id = %r.active, "key ring reloaded");
+                    if let Some(info) = backend.ring_info() {
+                        metrics.set_ring(&info, backend.kind());
+                        tracing::info!(kms.key_id = %r.active, ring.fingerprint = %info.fingerprint, ring.staged = info.staged, "key ring reloaded");
+                    } else {
+                        tracing::info!(kms.key_id = %r.active, "key ring reloaded");
+                    }
                 }
             }
             Err(e) => {
-                metrics.backend_error("reload");
+                let refused = matches!(
+                    e,
+                    crate::backend::BackendError::Keyring(
+                        crate::keyring::KeyringError::Regressed { .. }
+                    )
+                );
+                if refused {
+                    metrics.ring_refused();
+                } else {
+                    metrics.backend_error("reload");
+                }
                 let msg = e.to_string();
                 if last_error.as_deref() != Some(msg.as_str()) {
-                    tracing::error!(error = %msg, "key ring reload failed; still serving with the keys loaded before");
+                    if refused {
+                        tracing::error!(error = %msg, "key ring file refused; still serving with every key loaded before");
+                    } else {
+                        tracing::error!(error = %msg, "key ring reload failed; still serving with the keys loaded before");
+                    }
                     last_error = Some(msg);
                 }
             }
@@ -124,6 +143,9 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
     ));
     let active = backend.active_key_id()?;
     metrics.set_active_key(&active, backend.kind());
+    if let Some(info) = backend.ring_info() {
+        metrics.set_ring(&info, backend.kind());
+    }
 
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
 

@@ -142,7 +142,7 @@ pub(super) fn save(ring: &Keyring, dir: &Path) -> Result<(), KeyringError> {
     })?;
     buf.push(b'\n');
     let _ = fsutil::sweep_temp_files(&path);
-    fsutil::write_atomic(&path, &buf).map_err(|source| KeyringError::Io {
+    fsutil::write_atomic_wiping_old(&path, &buf).map_err(|source| KeyringError::Io {
         op: "writing",
         path,
         source,

@@ -8,8 +8,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::Zeroizing;
 
 /// Named binary fields of one key's material (e.g. `key` for software, or
-/// `public`/`private` TPM blobs). Stored base64-encoded.
-#[derive(Default, serde::Serialize, serde::Deserialize)]
+/// `public`/`private` TPM blobs). Stored base64-encoded. A clone is another
+/// wiping buffer (for a key export); there is still no way to print it.
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Material(BTreeMap<String, Zeroizing<String>>);
 

@@ -11,12 +11,17 @@
 //! (the raw key for software, TPM blobs for the TPM backends).
 
 mod file;
+mod fingerprint;
+mod lineage;
 mod material;
 mod watch;
+mod watermark;
 
 use std::path::{Path, PathBuf};
 
 pub use file::{RingLock, lock, parse, ring_path, stat_ring};
+pub use fingerprint::Fingerprint;
+pub use lineage::{Lineage, Merge, MergeMode};
 pub use material::Material;
 pub use watch::{RingStat, RingWatcher};
 
@@ -26,29 +31,51 @@ use crate::wire::Algorithm;
 pub const FORMAT: &str = "kms-plugin-keyring/v1";
 
 /// What a key may be used for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+///
+/// ```text
+/// key add ──▶ staged ──key activate──▶ active ──(next activation)──▶ enabled ──key retire──▶ retired
+///                 ▲                      ▲                               │
+///   key import ───┘                      └────────key activate───────────┘
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyState {
     /// Used for new Encrypts (exactly one key).
     Active,
-    /// Kept to Decrypt what it wrapped.
+    /// New, decrypt-only: waiting until every node holds it, then activated.
+    /// Never used for Encrypt; Status keeps reporting the active key.
+    Staged,
+    /// Kept to Decrypt what it wrapped (a former active key).
     Enabled,
     /// Material destroyed; the metadata stays so the version and key_id are never reused.
     Retired,
 }
 
-impl std::fmt::Display for KeyState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl KeyState {
+    /// The name in the ring file and in `key list`.
+    pub fn name(self) -> &'static str {
+        match self {
             KeyState::Active => "active",
+            KeyState::Staged => "staged",
             KeyState::Enabled => "enabled",
             KeyState::Retired => "retired",
-        })
+        }
+    }
+
+    /// Whether the key's material is kept (it decrypts).
+    pub fn is_live(self) -> bool {
+        self != KeyState::Retired
+    }
+}
+
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 /// One key version.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     /// Version, unique and increasing within the ring.
@@ -77,7 +104,7 @@ impl KeyEntry {
 }
 
 /// The whole ring.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Keyring {
     /// Always [`FORMAT`].
@@ -124,6 +151,17 @@ pub enum KeyringError {
     /// The requested change is not allowed.
     #[error("{0}")]
     Refused(String),
+    /// The ring file is an older or foreign version of the ring this
+    /// directory held: loading it would drop keys.
+    #[error(
+        "key ring {path} went backwards: {reason}. Was an older copy put in its place? Merge it instead with `kms-plugin key restore FILE`; if keys are truly lost, `kms-plugin key accept-loss --yes` records them as retired"
+    )]
+    Regressed {
+        /// The ring file.
+        path: PathBuf,
+        /// What it lacks or changed.
+        reason: String,
+    },
 }
 
 impl Keyring {
@@ -150,9 +188,10 @@ impl Keyring {
         self.keys.iter().find(|k| k.key_id == key_id)
     }
 
-    /// Adds `entry` as the new active key; the previous active key stays
-    /// enabled for Decrypt. `entry.version` must be `next_version`.
-    pub fn push_active(&mut self, mut entry: KeyEntry) -> Result<(), KeyringError> {
+    /// Adds `entry` as a new staged key: it decrypts, but nothing encrypts
+    /// with it until [`Keyring::activate`]. `entry.version` must be
+    /// `next_version`.
+    pub fn push_staged(&mut self, mut entry: KeyEntry) -> Result<(), KeyringError> {
         if entry.version != self.next_version {
             return Err(KeyringError::Refused(format!(
                 "new key version {} is not the ring's next version {}",
@@ -165,15 +204,57 @@ impl Keyring {
                 entry.key_id
             )));
         }
-        for k in &mut self.keys {
-            if k.state == KeyState::Active {
-                k.state = KeyState::Enabled;
-            }
-        }
-        entry.state = KeyState::Active;
+        entry.state = KeyState::Staged;
         self.keys.push(entry);
         self.next_version += 1;
         Ok(())
+    }
+
+    /// Makes `key_id` (staged, or a former active key) the active key; the
+    /// previous active key stays enabled for Decrypt. Returns the previous
+    /// active key_id.
+    pub fn activate(&mut self, key_id: &str) -> Result<Option<String>, KeyringError> {
+        let state = self
+            .get(key_id)
+            .map(|k| k.state)
+            .ok_or_else(|| KeyringError::Refused(format!("no key {key_id:?} in the ring")))?;
+        match state {
+            KeyState::Active => {
+                return Err(KeyringError::Refused(format!(
+                    "{key_id} is already the active key"
+                )));
+            }
+            KeyState::Retired => {
+                return Err(KeyringError::Refused(format!(
+                    "{key_id} is retired: its material is destroyed and it can never be active again"
+                )));
+            }
+            KeyState::Staged | KeyState::Enabled => {}
+        }
+        let mut previous = None;
+        for k in &mut self.keys {
+            if k.state == KeyState::Active {
+                k.state = KeyState::Enabled;
+                previous = Some(k.key_id.clone());
+            }
+            if k.key_id == key_id {
+                k.state = KeyState::Active;
+            }
+        }
+        Ok(previous)
+    }
+
+    /// Adds `entry` and activates it at once (`key init`, `key rotate`: a
+    /// single node). The previous active key stays enabled for Decrypt.
+    pub fn push_active(&mut self, entry: KeyEntry) -> Result<(), KeyringError> {
+        let id = entry.key_id.clone();
+        self.push_staged(entry)?;
+        self.activate(&id).map(|_| ())
+    }
+
+    /// The staged keys.
+    pub fn staged(&self) -> impl Iterator<Item = &KeyEntry> {
+        self.keys.iter().filter(|k| k.state == KeyState::Staged)
     }
 
     /// Retires `key_id`: its material is destroyed. Refused for the active key.
@@ -185,12 +266,12 @@ impl Keyring {
             .ok_or_else(|| KeyringError::Refused(format!("no key {key_id:?} in the ring")))?;
         match k.state {
             KeyState::Active => Err(KeyringError::Refused(format!(
-                "{key_id} is the active key; rotate first (`kms-plugin key rotate`), rewrap the data, then retire it"
+                "{key_id} is the active key; activate another first (`kms-plugin key add` and `key activate`, or `key rotate` on a single node), rewrap the data, then retire it"
             ))),
             KeyState::Retired => Err(KeyringError::Refused(format!(
                 "{key_id} is already retired"
             ))),
-            KeyState::Enabled => {
+            KeyState::Staged | KeyState::Enabled => {
                 k.state = KeyState::Retired;
                 k.material = None;
                 k.retired = Some(now);
@@ -240,7 +321,7 @@ impl Keyring {
                 (KeyState::Retired, Some(_)) => {
                     return Err(format!("retired key {} still has material", k.key_id));
                 }
-                (KeyState::Active | KeyState::Enabled, None) => {
+                (KeyState::Active | KeyState::Staged | KeyState::Enabled, None) => {
                     return Err(format!("key {} has no material", k.key_id));
                 }
                 _ => {}
@@ -249,20 +330,55 @@ impl Keyring {
                 active += 1;
             }
         }
-        if !self.keys.is_empty() && active != 1 {
+        // A ring whose keys are all staged (a new node that imported the
+        // cluster's keys, before `key activate`) is valid; `serve` refuses it.
+        let any_live_unstaged = self
+            .keys
+            .iter()
+            .any(|k| matches!(k.state, KeyState::Active | KeyState::Enabled));
+        if active > 1 || (active == 0 && any_live_unstaged) {
             return Err(format!("{active} active keys; exactly one is required"));
         }
         Ok(())
     }
 
-    /// Loads and validates the ring in `dir`.
+    /// Loads and validates the ring in `dir`, refusing one that goes back on
+    /// what this directory last held (see [`Keyring::load_unchecked`]).
     pub fn load(dir: &Path) -> Result<Self, KeyringError> {
+        let ring = file::load(dir)?;
+        watermark::check(dir, &ring)?;
+        Ok(ring)
+    }
+
+    /// Loads and validates the ring in `dir` without comparing it with what
+    /// the directory last held: for `key restore` and `key accept-loss`,
+    /// which repair exactly that.
+    pub fn load_unchecked(dir: &Path) -> Result<Self, KeyringError> {
         file::load(dir)
     }
 
-    /// Validates and writes the ring to `dir` atomically. Callers hold [`lock`].
+    /// What the directory last held, if it says.
+    pub fn last_seen(dir: &Path) -> Result<Option<lineage::Lineage>, KeyringError> {
+        watermark::read(dir)
+    }
+
+    /// Validates and writes the ring to `dir` atomically, then records it as
+    /// the directory's newest version. Callers hold [`lock`].
     pub fn save(&self, dir: &Path, _lock: &RingLock) -> Result<(), KeyringError> {
+        file::save(self, dir)?;
+        watermark::write(dir, self)
+    }
+
+    /// Writes the ring file only, leaving the directory's high-water mark as
+    /// it is: for `key restore` when the merged ring still lacks keys the
+    /// mark records, so they are not forgotten. Callers hold [`lock`].
+    pub fn save_ring_only(&self, dir: &Path, _lock: &RingLock) -> Result<(), KeyringError> {
         file::save(self, dir)
+    }
+
+    /// This ring's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self)
     }
 }
 

@@ -37,7 +37,10 @@ use crate::keyring::{KeyEntry, KeyState, Keyring, Material};
 /// Format tag of target files.
 pub const TARGET_FORMAT: &str = "kms-plugin-tpm-target/v1";
 /// Format tag of share bundles.
-pub const BUNDLE_FORMAT: &str = "kms-plugin-tpm-share/v1";
+pub const BUNDLE_FORMAT: &str = "kms-plugin-tpm-share/v2";
+/// The earlier format, which carried key states (and so could retire keys
+/// or change the active one on import): refused.
+const BUNDLE_FORMAT_V1: &str = "kms-plugin-tpm-share/v1";
 
 /// A node's storage key, as `key export-target` writes it.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -54,7 +57,8 @@ pub struct Target {
     pub node: String,
 }
 
-/// One shared key in a bundle.
+/// One shared key in a bundle. It has no state: whatever state it had on
+/// the sending node, it arrives staged.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedKey {
@@ -66,15 +70,9 @@ pub struct SharedKey {
     pub algorithm: String,
     /// Creation time.
     pub created: String,
-    /// State on the sending node.
-    pub state: KeyState,
-    /// Retirement time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired: Option<String>,
     /// Per object: `<prefix>.public`, `<prefix>.duplicate`, `<prefix>.seed`,
-    /// plus `pcrs`/`pcr-digest`; absent for retired keys.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub objects: Option<Material>,
+    /// plus `pcrs`/`pcr-digest`.
+    pub objects: Material,
 }
 
 /// What `key share` writes and `key import` reads.
@@ -91,7 +89,7 @@ pub struct Bundle {
     pub backend: String,
     /// The sending ring's next version.
     pub next_version: u64,
-    /// The keys (retired ones as metadata only).
+    /// The keys (never retired ones).
     pub keys: Vec<SharedKey>,
 }
 
@@ -149,13 +147,24 @@ impl Target {
     }
 }
 
-/// Duplicates every shareable, non-retired key of `ring` to `target`, whose
-/// fingerprint the operator verified as `expected`.
+/// Which keys `key share` carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Every key that is not retired (a node joining the ring).
+    Live,
+    /// Only the staged keys (a rotation: the key just added).
+    Staged,
+}
+
+/// Duplicates the shareable keys of `ring` chosen by `which` to `target`,
+/// whose fingerprint the operator verified as `expected`. Returns the
+/// bundle and the keys left out because they cannot leave this TPM.
 pub fn share(
     worker: &Worker,
     ring: &Keyring,
     target: &Target,
     expected: &str,
+    which: Selection,
 ) -> Result<(Bundle, Vec<String>), TpmError> {
     let target_pub = target.public()?;
     let fp = primary::fingerprint(&target_pub)?;
@@ -170,40 +179,49 @@ pub fn share(
     let mut skipped = Vec::new();
     let mut keys = Vec::new();
     for e in &ring.keys {
-        let mut shared = SharedKey {
+        let wanted = match which {
+            Selection::Live => e.state.is_live(),
+            Selection::Staged => e.state == KeyState::Staged,
+        };
+        let Some(m) = e.material.as_ref().filter(|_| wanted) else {
+            continue;
+        };
+        let mut objs = Vec::new();
+        for p in prefixes {
+            objs.push((*p, ObjectBlob::from_material(m, p)?));
+        }
+        if !objs.iter().all(|(_, o)| o.is_duplicable()) {
+            if e.state == KeyState::Active || which == Selection::Staged {
+                return Err(TpmError::Invalid(format!(
+                    "key {} ({}) was created without --shareable: it cannot leave this TPM. \
+                     Add a shareable key with `kms-plugin key add --shareable` and share that",
+                    e.key_id, e.state
+                )));
+            }
+            skipped.push(e.key_id.clone());
+            continue;
+        }
+        todo.push((
+            keys.len(),
+            objs,
+            PcrPolicy::from_material(m)?,
+            pcr_fields(m)?,
+        ));
+        keys.push(SharedKey {
             version: e.version,
             key_id: e.key_id.clone(),
             algorithm: e.algorithm.clone(),
             created: e.created.clone(),
-            state: e.state,
-            retired: e.retired.clone(),
-            objects: None,
-        };
-        if let Some(m) = &e.material {
-            let mut objs = Vec::new();
-            for p in prefixes {
-                objs.push((*p, ObjectBlob::from_material(m, p)?));
+            objects: Material::default(),
+        });
+    }
+    if keys.is_empty() {
+        return Err(TpmError::Invalid(match which {
+            Selection::Staged => {
+                "the ring has no staged key to share: `kms-plugin key add` first".into()
             }
-            if !objs.iter().all(|(_, o)| o.is_duplicable()) {
-                if e.state == KeyState::Active {
-                    return Err(TpmError::Invalid(format!(
-                        "the active key {} was created without --shareable: it cannot leave this TPM. \
-                         Rotate with `kms-plugin key rotate --shareable` first",
-                        e.key_id
-                    )));
-                }
-                skipped.push(e.key_id.clone());
-                continue;
-            }
-            todo.push((
-                keys.len(),
-                objs,
-                PcrPolicy::from_material(m)?,
-                pcr_fields(m)?,
-            ));
-            shared.objects = Some(Material::default());
-        }
-        keys.push(shared);
+            Selection::Live => "the ring has no key that can be shared".into(),
+        }));
     }
     let jobs: Vec<_> = todo
         .iter()
@@ -256,14 +274,14 @@ pub fn share(
         r
     })?;
     for (i, p, public, dup, seed) in dups {
-        let m = keys[i].objects.as_mut().expect("objects");
+        let m = &mut keys[i].objects;
         m.insert(&field(p, "public"), &public);
         m.insert(&field(p, "duplicate"), dup.value());
         m.insert(&field(p, "seed"), seed.value());
     }
     for (i, _, _, pcr) in todo {
         if let Some((pcrs, digest)) = pcr {
-            let m = keys[i].objects.as_mut().expect("objects");
+            let m = &mut keys[i].objects;
             m.insert(policy::FIELD_PCRS, &pcrs);
             m.insert(policy::FIELD_PCR_DIGEST, &digest);
         }
@@ -293,38 +311,69 @@ fn pcr_fields(m: &Material) -> Result<PcrFields, TpmError> {
     )))
 }
 
+/// One object of a bundle, decoded: (key index, material prefix, public
+/// area, duplicate blob, encrypted seed).
+type ImportJob = (usize, &'static str, Public, Private, EncryptedSecret);
+
+impl Bundle {
+    /// Parses a bundle file's bytes, as [`read_json`] does.
+    #[cfg(feature = "fuzzing")]
+    pub fn parse(bytes: &[u8]) -> Result<Bundle, TpmError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| TpmError::Invalid(format!("the bundle is not valid: {e}")))
+    }
+
+    /// Checks the format and decodes every object, without a TPM: nothing
+    /// reaches the TPM from a bundle that does not decode whole.
+    fn decode(&self) -> Result<Vec<ImportJob>, TpmError> {
+        if self.format == BUNDLE_FORMAT_V1 {
+            return Err(TpmError::Invalid(format!(
+                "this bundle is {BUNDLE_FORMAT_V1:?}, made by an older kms-plugin; its keys carry states, which an import no longer accepts: run `key share` again with this version"
+            )));
+        }
+        if self.format != BUNDLE_FORMAT {
+            return Err(TpmError::Invalid(format!(
+                "bundle format is {:?}, expected {BUNDLE_FORMAT:?}",
+                self.format
+            )));
+        }
+        let prefixes = prefixes(&self.backend)?;
+        let mut jobs = Vec::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let m = &k.objects;
+            for p in prefixes {
+                let public = object::public_from_bytes(
+                    &m.get(&field(p, "public")).map_err(TpmError::Invalid)?,
+                )?;
+                let dup = Private::try_from(
+                    m.get(&field(p, "duplicate"))
+                        .map_err(TpmError::Invalid)?
+                        .to_vec(),
+                )
+                .map_err(|e| TpmError::Invalid(format!("duplicate blob: {e}")))?;
+                let seed = EncryptedSecret::try_from(
+                    m.get(&field(p, "seed"))
+                        .map_err(TpmError::Invalid)?
+                        .to_vec(),
+                )
+                .map_err(|e| TpmError::Invalid(format!("seed: {e}")))?;
+                jobs.push((i, *p, public, dup, seed));
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Everything a bundle can be checked for without a TPM.
+    pub fn check(&self) -> Result<(), TpmError> {
+        self.decode().map(|_| ())
+    }
+}
+
 /// Imports a bundle into this TPM; returns the ring entries, with material
 /// re-wrapped under this node's storage key, in bundle order.
 pub fn import(worker: &Worker, bundle: &Bundle) -> Result<Vec<KeyEntry>, TpmError> {
-    if bundle.format != BUNDLE_FORMAT {
-        return Err(TpmError::Invalid(format!(
-            "bundle format is {:?}, expected {BUNDLE_FORMAT:?}",
-            bundle.format
-        )));
-    }
-    let prefixes = prefixes(&bundle.backend)?;
     // Decode everything before touching the TPM.
-    let mut jobs = Vec::new();
-    for (i, k) in bundle.keys.iter().enumerate() {
-        let Some(m) = &k.objects else { continue };
-        for p in prefixes {
-            let public =
-                object::public_from_bytes(&m.get(&field(p, "public")).map_err(TpmError::Invalid)?)?;
-            let dup = Private::try_from(
-                m.get(&field(p, "duplicate"))
-                    .map_err(TpmError::Invalid)?
-                    .to_vec(),
-            )
-            .map_err(|e| TpmError::Invalid(format!("duplicate blob: {e}")))?;
-            let seed = EncryptedSecret::try_from(
-                m.get(&field(p, "seed"))
-                    .map_err(TpmError::Invalid)?
-                    .to_vec(),
-            )
-            .map_err(|e| TpmError::Invalid(format!("seed: {e}")))?;
-            jobs.push((i, *p, public, dup, seed));
-        }
-    }
+    let jobs = bundle.decode()?;
     let target = bundle.target.clone();
     let imported = worker.call_blocking(move |conn| {
         let own = primary::fingerprint(&conn.primary_public()?)?;
@@ -363,9 +412,9 @@ pub fn import(worker: &Worker, bundle: &Bundle) -> Result<Vec<KeyEntry>, TpmErro
             key_id: k.key_id.clone(),
             algorithm: k.algorithm.clone(),
             created: k.created.clone(),
-            state: k.state,
-            retired: k.retired.clone(),
-            material: k.objects.as_ref().map(|_| Material::default()),
+            state: KeyState::Staged,
+            retired: None,
+            material: Some(Material::default()),
         })
         .collect();
     for (i, p, blob) in &imported {
@@ -373,7 +422,7 @@ pub fn import(worker: &Worker, bundle: &Bundle) -> Result<Vec<KeyEntry>, TpmErro
         blob.to_material(m, p)?;
     }
     for (i, k) in bundle.keys.iter().enumerate() {
-        if let (Some(src), Some(m)) = (&k.objects, entries[i].material.as_mut())
+        if let (src, Some(m)) = (&k.objects, entries[i].material.as_mut())
             && let Some((pcrs, digest)) = pcr_fields(src)?
         {
             m.insert(policy::FIELD_PCRS, &pcrs);
@@ -404,83 +453,6 @@ pub fn import(worker: &Worker, bundle: &Bundle) -> Result<Vec<KeyEntry>, TpmErro
         }
     }
     Ok(entries)
-}
-
-/// Merges imported entries into `ring` (or makes a new ring from the
-/// bundle): same ring id and backend required; keys new to this ring are
-/// added, states follow the bundle (a retirement there retires here), and
-/// the bundle's active key becomes active unless this ring has a newer one.
-pub fn merge(
-    existing: Option<Keyring>,
-    bundle: &Bundle,
-    entries: Vec<KeyEntry>,
-) -> Result<(Keyring, Vec<String>), TpmError> {
-    let mut ring = match existing {
-        Some(r) => {
-            if r.ring_id != bundle.ring_id || r.backend != bundle.backend {
-                return Err(TpmError::Invalid(format!(
-                    "this node's ring is {} ({}), the bundle's is {} ({}): refusing to mix rings",
-                    r.ring_id, r.backend, bundle.ring_id, bundle.backend
-                )));
-            }
-            r
-        }
-        None => Keyring {
-            format: crate::keyring::FORMAT.into(),
-            ring_id: bundle.ring_id.clone(),
-            backend: bundle.backend.clone(),
-            next_version: 1,
-            keys: Vec::new(),
-        },
-    };
-    let mut added = Vec::new();
-    let bundle_active = entries
-        .iter()
-        .find(|e| e.state == KeyState::Active)
-        .map(|e| e.version);
-    let own_active = ring.active().map(|e| e.version);
-    let take_active = match (bundle_active, own_active) {
-        (Some(b), Some(o)) => b >= o,
-        (Some(_), None) => true,
-        _ => false,
-    };
-    for mut e in entries {
-        if let Some(have) = ring.keys.iter_mut().find(|k| k.version == e.version) {
-            if have.key_id != e.key_id {
-                return Err(TpmError::Invalid(format!(
-                    "version {} is {} here but {} in the bundle: the rings diverged",
-                    e.version, have.key_id, e.key_id
-                )));
-            }
-            if e.state == KeyState::Retired && have.state != KeyState::Retired {
-                have.state = KeyState::Retired;
-                have.material = None;
-                have.retired = e.retired.clone();
-            }
-            continue;
-        }
-        if e.state == KeyState::Active && !take_active {
-            e.state = KeyState::Enabled;
-        }
-        added.push(e.key_id.clone());
-        ring.keys.push(e);
-    }
-    if take_active {
-        let active = bundle_active.expect("active");
-        for k in &mut ring.keys {
-            if k.state != KeyState::Retired {
-                k.state = if k.version == active {
-                    KeyState::Active
-                } else {
-                    KeyState::Enabled
-                };
-            }
-        }
-    }
-    ring.keys.sort_by_key(|k| k.version);
-    ring.next_version = ring.next_version.max(bundle.next_version);
-    ring.validate().map_err(TpmError::Invalid)?;
-    Ok((ring, added))
 }
 
 /// Reads a JSON file of at most 1 MiB.

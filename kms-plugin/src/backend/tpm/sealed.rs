@@ -46,7 +46,9 @@ pub(crate) const ROW: BackendRow = BackendRow {
     name: NAME,
     summary: "KEKs sealed by a TPM 2.0, unsealed once into locked memory",
     options: super::OPTIONS,
+    retirement: "the sealed blob is gone from the ring file (its old blocks overwritten with zeros, best effort). This TPM can still unseal any earlier copy of the blob (ring backups; other nodes' rings hold their own copies: retire it there too) for as long as its storage key exists: only clearing the TPM's owner hierarchy destroys that, with every other key of the TPM",
     check: |o| super::check(o, NAME),
+    verify: |ring_id, e| check_entry(ring_id, e).map(|_| ()),
     open,
     minter,
 };
@@ -232,9 +234,10 @@ pub(crate) struct SealedKeys {
 /// The `tpm-sealed` backend.
 pub(crate) type SealedBackend = RingBackend<SealedKeys>;
 
-fn decode_entry(
-    e: &KeyEntry,
-) -> Result<(crate::wire::Algorithm, ObjectBlob, Option<PcrPolicy>), String> {
+/// A sealed key's entry, decoded: its AEAD, sealed object and PCR binding.
+type DecodedEntry = (crate::wire::Algorithm, ObjectBlob, Option<PcrPolicy>);
+
+fn decode_entry(e: &KeyEntry) -> Result<DecodedEntry, String> {
     let alg = e
         .aead()
         .ok_or_else(|| format!("key {} has unknown algorithm {:?}", e.key_id, e.algorithm))?;
@@ -244,6 +247,18 @@ fn decode_entry(
         .ok_or_else(|| format!("key {} has no material", e.key_id))?;
     let blob = ObjectBlob::from_material(m, "").map_err(|r| format!("key {}: {r}", e.key_id))?;
     let pcrs = PcrPolicy::from_material(m).map_err(|r| format!("key {}: {r}", e.key_id))?;
+    Ok((alg, blob, pcrs))
+}
+
+/// Decodes an entry and checks its key_id against its sealed object.
+fn check_entry(ring_id: &str, e: &KeyEntry) -> Result<DecodedEntry, String> {
+    let (alg, blob, pcrs) = decode_entry(e)?;
+    if derive_key_id(ring_id, e.version, &blob).map_err(|r| r.to_string())? != e.key_id {
+        return Err(format!(
+            "key {} does not match its sealed object (corrupted or edited ring)",
+            e.key_id
+        ));
+    }
     Ok((alg, blob, pcrs))
 }
 
@@ -264,16 +279,7 @@ impl RingKeys for SealedKeys {
         // Check every entry against its sealed object before touching the TPM.
         let mut todo = Vec::with_capacity(entries.len());
         for e in entries {
-            let (alg, blob, pcrs) = decode_entry(e).map_err(LoadError::Invalid)?;
-            if derive_key_id(&ring.ring_id, e.version, &blob)
-                .map_err(|r| LoadError::Invalid(r.to_string()))?
-                != e.key_id
-            {
-                return Err(LoadError::Invalid(format!(
-                    "key {} does not match its sealed object (corrupted or edited ring)",
-                    e.key_id
-                )));
-            }
+            let (alg, blob, pcrs) = check_entry(&ring.ring_id, e).map_err(LoadError::Invalid)?;
             todo.push((e.key_id.clone(), alg, blob, pcrs));
         }
         // Unseal them on one connection. A TPM outage fails the whole job; a
@@ -393,6 +399,9 @@ mod tests {
         let id = &r.keys[0].key_id;
         let forged = format!("{}000000", &id[..id.len() - 6]);
         std::fs::write(&path, text.replace(id.as_str(), &forged)).unwrap();
+        // Without the directory's record of the ring (an older install),
+        // the forged key is still caught by its material.
+        std::fs::remove_file(dir.path().join("keyring.seen")).unwrap();
         let e = SealedBackend::open(
             dir.path(),
             SealedKeys {

@@ -40,7 +40,7 @@ impl KeyMinter for ResidentMinter {
         algorithm: &str,
     ) -> Result<MintedKey, BackendError> {
         if algorithm != SCHEME {
-            return Err(BackendError::Internal(format!(
+            return Err(BackendError::Config(format!(
                 "unknown algorithm {algorithm:?}; tpm-resident keys use {SCHEME}"
             )));
         }

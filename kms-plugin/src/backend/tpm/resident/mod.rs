@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 
 pub use format::max_plaintext;
 pub(crate) use mint::ResidentMinter;
-use tpm::{UnwrapError, check_format, unwrap, wrap};
+use tpm::{UnwrapError, unwrap, wrap};
 
 use super::TpmError;
 use super::object::{ObjectBlob, short_hash};
@@ -57,7 +57,9 @@ pub(crate) const ROW: BackendRow = BackendRow {
     name: NAME,
     summary: "KEKs that never leave the TPM 2.0; every wrap and unwrap runs in it",
     options: super::OPTIONS,
+    retirement: "the key's two TPM objects are gone from the ring file (its old blocks overwritten with zeros, best effort); they were never persistent in the TPM. This TPM can still load any earlier copy of them (ring backups; other nodes' rings hold their own copies: retire it there too) for as long as its storage key exists: only clearing the TPM's owner hierarchy destroys that, with every other key of the TPM",
     check: |o| super::check(o, NAME),
+    verify: |ring_id, e| ResidentKey::decode(ring_id, e).map(|_| ()),
     open,
     minter,
 };
@@ -148,6 +150,11 @@ impl ResidentKey {
     }
 }
 
+/// Checks a tpm-resident ciphertext's layout without a TPM.
+pub(crate) fn check_ciphertext(ciphertext: &[u8]) -> Result<(), &'static str> {
+    format::parse(ciphertext).map(|_| ())
+}
+
 /// The `tpm-resident` part of a [`RingBackend`]: keys that are TPM
 /// objects; every wrap and unwrap is a job of the TPM worker.
 pub(crate) struct ResidentKeys {
@@ -209,7 +216,7 @@ impl RingKeys for ResidentKeys {
         key: &Arc<ResidentKey>,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
-        check_format(ciphertext).map_err(map_unwrap)?;
+        check_ciphertext(ciphertext).map_err(|m| BackendError::Malformed(m.into()))?;
         let (k, ct) = (key.clone(), ciphertext.to_vec());
         self.worker
             // TPM failures go back to the worker as errors, so it can retry

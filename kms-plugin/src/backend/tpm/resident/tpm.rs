@@ -175,13 +175,6 @@ pub(crate) enum UnwrapError {
     Tpm(TpmError),
 }
 
-/// Checks the header and length of a ciphertext (no TPM involved).
-pub(crate) fn check_format(ciphertext: &[u8]) -> Result<(), UnwrapError> {
-    format::parse(ciphertext)
-        .map(|_| ())
-        .map_err(UnwrapError::Malformed)
-}
-
 /// Unwraps `ciphertext` with `key` in the TPM: MAC first, then decrypt.
 pub(crate) fn unwrap(
     conn: &mut Conn,

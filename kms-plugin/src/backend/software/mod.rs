@@ -1,6 +1,8 @@
 //! The software backend: versioned 256-bit KEKs in the key ring file,
 //! decoded into locked, wiped memory; wrap/unwrap in this process.
 
+pub(crate) mod export;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,7 +27,9 @@ pub(crate) const ROW: BackendRow = BackendRow {
     name: NAME,
     summary: "KEKs in the key ring file (mode 0600), unwrapped into locked memory",
     options: &[],
+    retirement: "the key is gone from the ring file, and the previous file's blocks were overwritten with zeros (best effort: SSDs, copy-on-write filesystems and snapshots may keep copies). Every copy of the ring made before now still holds it: the other nodes' rings (retire it there too), backups and exports; destroy or expire those to destroy the key",
     check: |_| Ok(()),
+    verify: |ring_id, e| decode(ring_id, e).map(|_| ()),
     open,
     minter: |_| Ok(Box::new(SoftwareMinter)),
 };
@@ -46,7 +50,7 @@ pub(crate) fn derive_key_id(ring_id: &str, version: u64, key: &SecretKey) -> Str
 }
 
 /// Decodes one entry's key, checking its key_id against its material.
-fn decode(ring: &Keyring, e: &KeyEntry) -> Result<MemoryKey, String> {
+pub(crate) fn decode(ring_id: &str, e: &KeyEntry) -> Result<MemoryKey, String> {
     let alg = e
         .aead()
         .ok_or_else(|| format!("key {} has unknown algorithm {:?}", e.key_id, e.algorithm))?;
@@ -59,7 +63,7 @@ fn decode(ring: &Keyring, e: &KeyEntry) -> Result<MemoryKey, String> {
         .map_err(|r| format!("key {}: {r}", e.key_id))?;
     let key = SecretKey::from_slice(&raw)
         .ok_or_else(|| format!("key {} is {} bytes, expected 32", e.key_id, raw.len()))?;
-    if derive_key_id(&ring.ring_id, e.version, &key) != e.key_id {
+    if derive_key_id(ring_id, e.version, &key) != e.key_id {
         return Err(format!(
             "key {} does not match its material (corrupted or edited ring)",
             e.key_id
@@ -96,7 +100,7 @@ impl RingKeys for SoftwareKeys {
         // A key that does not decode means a corrupt ring: refuse it whole.
         entries
             .iter()
-            .map(|e| decode(ring, e).map(Ok).map_err(LoadError::Invalid))
+            .map(|e| decode(&ring.ring_id, e).map(Ok).map_err(LoadError::Invalid))
             .collect()
     }
 
@@ -278,6 +282,26 @@ mod tests {
     }
 
     #[test]
+    fn a_hand_edited_ring_is_caught_by_the_directorys_record_too() {
+        let d = tempfile::tempdir().unwrap();
+        let r = make_ring(d.path(), &["aes-256-gcm"]);
+        let text = std::fs::read_to_string(keyring::ring_path(d.path())).unwrap();
+        let id = &r.keys[0].key_id;
+        let forged = format!("{}000000", &id[..id.len() - 6]);
+        std::fs::write(
+            keyring::ring_path(d.path()),
+            text.replace(id.as_str(), &forged),
+        )
+        .unwrap();
+        let e = SoftwareBackend::open(d.path(), SoftwareKeys)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("went backwards") && e.contains(&format!("lacks key {id}")), "{e}");
+        assert!(e.contains("key restore"), "says what to do: {e}");
+    }
+
+    #[test]
     fn key_id_is_stable_and_depends_on_the_key() {
         // Independent value: AES-256 of "kms-plugin/kcv01" under key 00..1f.
         let k: Vec<u8> = (0u8..32).collect();
@@ -306,6 +330,9 @@ mod tests {
             text.replace(id.as_str(), &forged),
         )
         .unwrap();
+        // Without the directory's record of the ring (an older install),
+        // the forged key is still caught by its material.
+        std::fs::remove_file(d.path().join("keyring.seen")).unwrap();
         let e = SoftwareBackend::open(d.path(), SoftwareKeys)
             .err()
             .unwrap()

@@ -1,0 +1,8 @@
+//! kms-plugin: see `kms_plugin::fuzzing::key_ring` for what must hold.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    kms_plugin::fuzzing::key_ring(data);
+});

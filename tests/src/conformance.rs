@@ -535,3 +535,177 @@ pub async fn rotation_restart_and_retirement(f: &dyn Fixture) {
     let k4 = node.rotate();
     assert!(k4.contains("-v4-"), "key_ids are never reused: {k4}");
 }
+
+fn ring_file(node: &Node<'_>) -> PathBuf {
+    node.ring().join("keyring.json")
+}
+
+/// Waits until the plugin's log says `what` (10 s at most).
+fn wait_log(node: &Node<'_>, what: &str) {
+    let t = Instant::now();
+    while !node.plugin.log_text().contains(what) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{what:?} never logged:\n{}",
+            node.plugin.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn refused_reloads(node: &Node<'_>) -> u64 {
+    let (_, body) = crate::http_get(node.plugin.health_port.unwrap(), "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix("kms_plugin_ring_reload_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Decrypts every `(ciphertext, key_id, plaintext)` in `held`.
+async fn all_decrypt(
+    c: &mut KeyManagementServiceClient<Channel>,
+    held: &[(Vec<u8>, String, [u8; 32])],
+) {
+    for (ct, id, pt) in held {
+        let d = c
+            .decrypt(dec(ct, id))
+            .await
+            .unwrap_or_else(|e| panic!("{id} no longer decrypts: {e:?}"))
+            .into_inner();
+        assert_eq!(&d.plaintext[..], &pt[..]);
+    }
+}
+
+/// A ring file replaced under a running plugin by an older copy, by
+/// another ring, or by one missing a live key is refused: the plugin keeps
+/// serving every key it held (and says so, and counts it), and the `key`
+/// commands refuse the file too. `key restore` of a newer copy brings the
+/// missing key back (staged), `key restore` of an older one loses nothing,
+/// and `key accept-loss` records a key that is truly gone as retired.
+pub async fn reloads_never_drop_a_key(f: &dyn Fixture) {
+    let node = Node::start(f);
+    let mut c = node.plugin.client().await;
+    let k1 = c
+        .status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .key_id;
+    let w1 = c.encrypt(enc(&[1; 32])).await.unwrap().into_inner();
+    let old_copy = node.dir.path().join("keyring.old.json");
+    std::fs::copy(ring_file(&node), &old_copy).unwrap();
+    let k2 = node.rotate();
+    wait_key_id(&mut c, &k2).await;
+    let w2 = c.encrypt(enc(&[2; 32])).await.unwrap().into_inner();
+    let held = vec![
+        (w1.ciphertext.clone(), k1.clone(), [1u8; 32]),
+        (w2.ciphertext.clone(), k2.clone(), [2u8; 32]),
+    ];
+    let new_copy = node.dir.path().join("keyring.new.json");
+    std::fs::copy(ring_file(&node), &new_copy).unwrap();
+
+    // 1. The older copy put in place (as a restore by hand would).
+    std::fs::copy(&old_copy, ring_file(&node)).unwrap();
+    wait_log(&node, "key ring file refused");
+    assert!(refused_reloads(&node) >= 1);
+    assert_eq!(
+        c.status(StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .key_id,
+        k2
+    );
+    all_decrypt(&mut c, &held).await;
+    let o = node.key("list", &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("went backwards")
+            && err.contains(&format!("lacks key {k2}"))
+            && err.contains("key restore"),
+        "{err}"
+    );
+    // `key restore` of the newer copy brings k2 back, staged.
+    let o = node.key("restore", &[new_copy.to_str().unwrap(), "--yes"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("added key {k2}, staged")));
+    let o = node.key("activate", &[&k2]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_key_id(&mut c, &k2).await;
+    all_decrypt(&mut c, &held).await;
+
+    // 2. `key restore` of the older copy: nothing is lost, nothing added.
+    let before = std::fs::read(ring_file(&node)).unwrap();
+    let o = node.key("restore", &[old_copy.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to add"));
+    assert_eq!(std::fs::read(ring_file(&node)).unwrap(), before);
+
+    // 3. Another ring in place of this one.
+    let other = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec!["--backend".into(), f.backend().into()];
+    args.extend(f.init_args());
+    let o = key_command(f, "init", &other.path().join("ring"), &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let refusals = refused_reloads(&node);
+    std::fs::copy(other.path().join("ring/keyring.json"), ring_file(&node)).unwrap();
+    wait_log(&node, "it is another ring");
+    assert!(refused_reloads(&node) > refusals);
+    all_decrypt(&mut c, &held).await;
+    std::fs::write(ring_file(&node), &before).unwrap();
+
+    // 4. A file without a live key (k1, still enabled).
+    let mut v: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    v["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["key_id"] != k1.as_str());
+    std::fs::write(ring_file(&node), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    wait_log(&node, &format!("lacks key {k1}"));
+    all_decrypt(&mut c, &held).await;
+    assert_eq!(
+        c.status(StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .key_id,
+        k2
+    );
+
+    // 5. k1 truly lost: accept it, with --yes only; it is recorded retired.
+    let o = node.key("accept-loss", &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("lost: key {k1}")));
+    let o = node.key("accept-loss", &["--yes"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = node.key("list", &["-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let state = |id: &str| {
+        list["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key_id"] == id)
+            .map(|k| k["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state(&k1).as_deref(), Some("retired"));
+    assert_eq!(state(&k2).as_deref(), Some("active"));
+    // The running plugin follows the accepted file: k1 is retired there too.
+    let t = Instant::now();
+    loop {
+        match c.decrypt(dec(&w1.ciphertext, &k1)).await {
+            Err(e) if e.code() == Code::NotFound => break,
+            _ => {
+                assert!(t.elapsed() < Duration::from_secs(10), "k1 still served");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    all_decrypt(&mut c, &held[1..]).await;
+}

@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod etcd;
+pub mod nodes;
 
 pub mod swtpm;
 
@@ -133,10 +134,12 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(d.as_ref()))
 }
 
-/// The key_id from a `created key <id> (...)` line.
+/// The key_id from a `created key <id> (...)` line (not the `created key
+/// ring ...` line of `key init`).
 pub fn created_key_id(stdout: &str) -> Option<String> {
     stdout
         .lines()
+        .filter(|l| !l.starts_with("created key ring "))
         .find_map(|l| l.strip_prefix("created key "))
         .and_then(|r| r.split_whitespace().next())
         .map(str::to_string)

@@ -100,6 +100,11 @@ macro_rules! suite {
             async fn rotation_restart_and_retirement() {
                 conformance::rotation_restart_and_retirement(&$fixture).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reloads_never_drop_a_key() {
+                conformance::reloads_never_drop_a_key(&$fixture).await;
+            }
         }
     };
 }

@@ -297,7 +297,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("went backwards") && e.contains(&format!("lacks key {id}")), "{e}");
+        assert!(
+            e.contains("went backwards") && e.contains(&format!("lacks key {id}")),
+            "{e}"
+        );
         assert!(e.contains("key restore"), "says what to do: {e}");
     }
 

@@ -40,7 +40,7 @@ pub const TARGET_FORMAT: &str = "kms-plugin-tpm-target/v1";
 pub const BUNDLE_FORMAT: &str = "kms-plugin-tpm-share/v2";
 /// The earlier format, which carried key states (and so could retire keys
 /// or change the active one on import): refused.
-const BUNDLE_FORMAT_V1: &str = "kms-plugin-tpm-share/v1";
+pub const BUNDLE_FORMAT_V1: &str = "kms-plugin-tpm-share/v1";
 
 /// A node's storage key, as `key export-target` writes it.
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -192,20 +192,33 @@ pub(super) fn import(args: &RingArgs, path: &Path, expect: &str) -> anyhow::Resu
     }
     let tag: Tagged = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a key bundle: {e}", path.display()))?;
-    let (ring_id, backend, next_version, entries) = if tag.format == software_export::FORMAT {
-        let file: Export = serde_json::from_slice(&bytes)
-            .map_err(|e| anyhow::anyhow!("{} is not valid: {e}", path.display()))?;
-        let backend = file.backend.clone();
-        let (ring_id, next, entries) = file.into_entries().map_err(anyhow::Error::msg)?;
-        (ring_id, backend, next, entries)
-    } else {
-        let bundle: Bundle = serde_json::from_slice(&bytes)
-            .map_err(|e| anyhow::anyhow!("{} is not valid: {e}", path.display()))?;
-        // Everything that can be checked without the TPM, before it is used.
-        bundle.check()?;
-        let worker = tpm_worker(&args.connect())?;
-        let entries = tpm::duplicate::import(&worker, &bundle)?;
-        (bundle.ring_id, bundle.backend, bundle.next_version, entries)
+    let not_valid = |e: serde_json::Error| anyhow::anyhow!("{} is not valid: {e}", path.display());
+    let (ring_id, backend, next_version, entries) = match tag.format.as_str() {
+        software_export::FORMAT => {
+            let file: Export = serde_json::from_slice(&bytes).map_err(not_valid)?;
+            let backend = file.backend.clone();
+            let (ring_id, next, entries) = file.into_entries().map_err(anyhow::Error::msg)?;
+            (ring_id, backend, next, entries)
+        }
+        tpm::duplicate::BUNDLE_FORMAT => {
+            let bundle: Bundle = serde_json::from_slice(&bytes).map_err(not_valid)?;
+            // Everything that can be checked without the TPM, before it is used.
+            bundle.check()?;
+            let worker = tpm_worker(&args.connect())?;
+            let entries = tpm::duplicate::import(&worker, &bundle)?;
+            (bundle.ring_id, bundle.backend, bundle.next_version, entries)
+        }
+        tpm::duplicate::BUNDLE_FORMAT_V1 => anyhow::bail!(
+            "{} is a {} bundle, made by an older kms-plugin: its keys carry states, which an import no longer accepts; run `key share` again with this version",
+            path.display(),
+            tag.format
+        ),
+        other => anyhow::bail!(
+            "{} is not a key bundle this version reads (format {other:?}; expected {:?} from `key export` or {:?} from `key share`)",
+            path.display(),
+            software_export::FORMAT,
+            tpm::duplicate::BUNDLE_FORMAT
+        ),
     };
     let row = registry::lookup(&backend).map_err(anyhow::Error::msg)?;
     for e in &entries {

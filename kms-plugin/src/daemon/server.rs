@@ -197,11 +197,14 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
         });
     let mut grpc = tokio::spawn(grpc);
 
+    let ring = backend.ring_info();
     tracing::info!(
         endpoint = %cfg.listen,
         backend = backend.kind(),
         hardware_backed = backend.is_hardware_backed(),
         kms.key_id = %active,
+        ring.fingerprint = ring.as_ref().map(|r| r.fingerprint.as_str()).unwrap_or("-"),
+        ring.staged = ring.as_ref().map(|r| r.staged).unwrap_or(0),
         "kms-plugin serving KMS v2"
     );
 

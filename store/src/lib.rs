@@ -7,7 +7,6 @@
 mod bench;
 mod cli;
 pub mod encryption_config;
-mod error_chain;
 pub mod k8s;
 pub mod migrate;
 mod progress;
@@ -17,7 +16,6 @@ pub mod runtime;
 pub mod secret;
 pub mod storage;
 pub mod store;
-mod sync;
 pub mod transform;
 pub mod verify;
 pub mod wipe;

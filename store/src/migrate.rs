@@ -205,7 +205,7 @@ fn apply_writes(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(w) = writes.get(i) else { return };
                     let res = dst.put(&w.src.key, &w.src.value, w.pre);
-                    let mut r = crate::sync::lock(report);
+                    let mut r = kms_proto::sync::lock(report);
                     match res {
                         Ok(_) if w.overwrite => r.overwritten += 1,
                         Ok(_) => r.copied += 1,
@@ -294,7 +294,7 @@ pub fn migrate(
                 pre: Precondition::ModRevision(dst_revision),
                 overwrite: true,
             }),
-            Pair::Different { src, .. } => crate::sync::lock(&report).failed.push((
+            Pair::Different { src, .. } => kms_proto::sync::lock(&report).failed.push((
                 src.key,
                 "appeared at the destination with different bytes during the migration (not overwritten)".into(),
             )),
@@ -306,7 +306,7 @@ pub fn migrate(
         Ok(())
     })?;
     flush(&mut batch);
-    let mut report = crate::sync::into_inner(report);
+    let mut report = kms_proto::sync::into_inner(report);
     report.identical = planned_identical;
 
     // Pass 3: verify, byte for byte.

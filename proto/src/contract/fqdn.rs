@@ -35,17 +35,29 @@ pub fn fqdn_problem(name: &str) -> Option<&'static str> {
     None
 }
 
-/// An RFC 1123 label: 1-63 of `[a-z0-9-]`, alphanumeric at both ends.
-fn label_problem(label: &str) -> Option<&'static str> {
+/// Whether `label` has the shape of an RFC 1123 label,
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` (its length aside): the one predicate
+/// behind annotation keys here and object names in the store.
+pub fn is_rfc1123_label_shaped(label: &str) -> bool {
     let b = label.as_bytes();
     let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if b.is_empty() {
+    match (b.first(), b.last()) {
+        (Some(&first), Some(&last)) => {
+            alnum(first) && alnum(last) && b.iter().all(|&c| alnum(c) || c == b'-')
+        }
+        _ => false,
+    }
+}
+
+/// An RFC 1123 label: 1-63 of `[a-z0-9-]`, alphanumeric at both ends.
+fn label_problem(label: &str) -> Option<&'static str> {
+    if label.is_empty() {
         return Some("a lowercase RFC 1123 subdomain must not contain empty labels");
     }
-    if b.len() > MAX_LABEL {
+    if label.len() > MAX_LABEL {
         return Some("a DNS label must be no more than 63 characters");
     }
-    if !alnum(b[0]) || !alnum(b[b.len() - 1]) || !b.iter().all(|&c| alnum(c) || c == b'-') {
+    if !is_rfc1123_label_shaped(label) {
         return Some(
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
         );

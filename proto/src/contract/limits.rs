@@ -42,7 +42,10 @@ impl fmt::Display for LenError {
         match self {
             LenError::Empty(field) => write!(f, "{field} is empty"),
             LenError::TooLong { field, len, max } => {
-                write!(f, "{field} is {len} bytes, the limit is {max}")
+                write!(
+                    f,
+                    "{field} is {len} bytes, which exceeds the max size of {max}"
+                )
             }
         }
     }
@@ -128,7 +131,7 @@ mod tests {
         );
         assert_eq!(
             check_len("uid", 11, 10).unwrap_err().to_string(),
-            "uid is 11 bytes, the limit is 10"
+            "uid is 11 bytes, which exceeds the max size of 10"
         );
     }
 

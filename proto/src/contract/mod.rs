@@ -17,7 +17,7 @@ pub use answers::{
     API_VERSION, HEALTHZ_OK, SUPPORTED_VERSIONS, encrypt_problems, status_problems,
     validate_encrypt, validate_status,
 };
-pub use fqdn::{fqdn_problem, is_fully_qualified_domain_name};
+pub use fqdn::{fqdn_problem, is_fully_qualified_domain_name, is_rfc1123_label_shaped};
 pub use limits::{
     LenError, MAX_ANNOTATIONS, MAX_CIPHERTEXT, MAX_KEY_ID, MAX_REQUEST_BYTES, MAX_UID, check_len,
     validate_annotations, validate_ciphertext, validate_key_id,

@@ -166,7 +166,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", crate::error_chain::error_chain(&*e));
+            eprintln!("error: {}", kms_proto::contract::error_chain(&*e));
             ExitCode::FAILURE
         }
     }

@@ -53,21 +53,10 @@ fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
     out
 }
 
-fn is_lower_alnum(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit()
-}
-
-/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` (the one predicate, shared with the
+/// KMS contract's annotation-key rule).
 fn matches_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    match (b.first(), b.last()) {
-        (Some(&first), Some(&last)) => {
-            is_lower_alnum(first)
-                && is_lower_alnum(last)
-                && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
-        }
-        _ => false,
-    }
+    kms_proto::contract::is_rfc1123_label_shaped(s)
 }
 
 /// Labels separated by single dots.

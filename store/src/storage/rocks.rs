@@ -193,7 +193,7 @@ impl StorageEngine for RocksEngine {
     }
 
     fn put(&self, key: &str, value: &[u8], pre: Precondition) -> Result<u64, StorageError> {
-        let _g = crate::sync::lock(&self.write_lock);
+        let _g = kms_proto::sync::lock(&self.write_lock);
         let cur = self.current(key)?;
         Self::check(key, cur, pre)?;
         let rev = self.counter()? + 1;
@@ -207,7 +207,7 @@ impl StorageEngine for RocksEngine {
     }
 
     fn delete(&self, key: &str, pre: Precondition) -> Result<bool, StorageError> {
-        let _g = crate::sync::lock(&self.write_lock);
+        let _g = kms_proto::sync::lock(&self.write_lock);
         let cur = self.current(key)?;
         Self::check(key, cur, pre)?;
         if cur.is_none() {

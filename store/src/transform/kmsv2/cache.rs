@@ -91,7 +91,7 @@ impl DekCache {
 
     /// The key cached under `k`, if present and not expired.
     pub(crate) fn get(&self, k: &CacheKey) -> Option<Arc<UnwrappedKey>> {
-        let map = crate::sync::read(&self.map);
+        let map = kms_proto::sync::read(&self.map);
         let e = map.get(k)?;
         if Instant::now() >= e.expires {
             return None;
@@ -107,7 +107,7 @@ impl DekCache {
     /// expired entries and, when full, the least recently used one.
     pub(crate) fn insert(&self, k: CacheKey, key: Arc<UnwrappedKey>) {
         let now = Instant::now();
-        let mut map = crate::sync::write(&self.map);
+        let mut map = kms_proto::sync::write(&self.map);
         if !map.contains_key(&k) && map.len() >= self.capacity {
             map.retain(|_, e| e.expires > now);
             if map.len() >= self.capacity
@@ -132,12 +132,12 @@ impl DekCache {
 
     /// Drops every entry (their keys are wiped once no read holds them).
     pub(crate) fn clear(&self) {
-        crate::sync::write(&self.map).clear();
+        kms_proto::sync::write(&self.map).clear();
     }
 
     /// How many entries are held (expired ones included until swept).
     pub(crate) fn len(&self) -> usize {
-        crate::sync::read(&self.map).len()
+        kms_proto::sync::read(&self.map).len()
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::cache::CacheKey;
-use crate::sync;
+use kms_proto::sync;
 
 struct Slot<T> {
     result: Mutex<Option<Result<T, String>>>,
@@ -94,7 +94,7 @@ impl<T: Clone> Flights<T> {
         wait(&mut || {
             let mut r = sync::lock(&slot.result);
             while r.is_none() {
-                r = crate::sync::wait(&slot.ready, r);
+                r = kms_proto::sync::wait(&slot.ready, r);
             }
             out = r.clone();
         });

@@ -74,7 +74,7 @@ impl HealthRecord {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
-        crate::sync::lock(&self.record)
+        kms_proto::sync::lock(&self.record)
     }
 
     pub(crate) fn is_healthy(&self) -> bool {

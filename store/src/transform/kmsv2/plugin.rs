@@ -21,9 +21,9 @@ use kms_proto::v2::{
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::error_chain::error_chain;
 use crate::k8s::new_uid;
 use crate::wipe::Wiped;
+use kms_proto::contract::error_chain;
 
 type Client = KeyManagementServiceClient<Channel>;
 

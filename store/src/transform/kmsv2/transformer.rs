@@ -29,9 +29,9 @@ use super::options::{DEFAULT_CALL_TIMEOUT, KmsOptions};
 use super::plugin::{PluginCalls, PluginClient};
 use super::state::{StateCell, WriteState};
 use crate::encryption_config::KmsProviderConfig;
-use crate::error_chain::error_chain;
 use crate::runtime;
 use crate::transform::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
+use kms_proto::contract::error_chain;
 
 /// What the provider, its poller and its plugin calls share.
 pub(crate) struct Shared {

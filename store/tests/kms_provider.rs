@@ -208,6 +208,26 @@ fn a_failed_rotation_keeps_the_old_seed_until_its_deadline() {
 }
 
 #[test]
+fn a_key_activated_between_status_and_encrypt_is_taken_not_refused() {
+    // Status says kek-1; the operator's `key activate kek-2` lands before
+    // the Encrypt of the new seed, which comes back under kek-2. A second
+    // Status confirms kek-2, so the seed is good: start-up does not fail.
+    let mut b = Behaviour::new("kek-1", KEK1);
+    b.keks.insert("kek-2".into(), KEK2);
+    b.activate_on_encrypt = Some("kek-2".into());
+    let p = TestPlugin::start(b);
+    let t = KmsV2Transformer::new(
+        &p.config("race", Duration::from_secs(1)),
+        KmsOptions::default(),
+    )
+    .expect("a rotation during start-up is not an error");
+    assert_eq!(t.current_key_id().as_deref(), Some("kek-2"));
+    let sealed = t.seal(b"x", KEY).unwrap();
+    assert_eq!(key_id_of(&t, &sealed), "kek-2");
+    assert_eq!(p.served.status.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[test]
 fn bad_answers_are_refused_at_start_with_a_clear_error() {
     type Bend = fn(&mut Behaviour);
     let cases: Vec<(&str, Bend, &str)> = vec![

@@ -42,6 +42,10 @@ pub struct Behaviour {
     pub status_error: Option<tonic::Code>,
     /// Decrypt answers after this long.
     pub decrypt_delay: Option<std::time::Duration>,
+    /// The next Encrypt first makes this key_id the active one (and Status
+    /// reports it from then on): a `key activate` landing between a
+    /// client's Status and its Encrypt.
+    pub activate_on_encrypt: Option<String>,
 }
 
 impl Behaviour {
@@ -56,6 +60,7 @@ impl Behaviour {
             encrypt_ciphertext: None,
             status_error: None,
             decrypt_delay: None,
+            activate_on_encrypt: None,
         }
     }
 }
@@ -127,7 +132,13 @@ impl KeyManagementService for Service {
         req: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
         self.served.encrypt.fetch_add(1, Ordering::SeqCst);
-        let b = self.behaviour.lock().unwrap().clone();
+        let b = {
+            let mut shared = self.behaviour.lock().unwrap();
+            if let Some(next) = shared.activate_on_encrypt.take() {
+                shared.key_id = next;
+            }
+            shared.clone()
+        };
         let req = req.into_inner();
         let kek = b
             .keks

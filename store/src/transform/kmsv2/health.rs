@@ -173,6 +173,27 @@ impl Shared {
                 status.key_id
             )
         })?;
+        // The plugin may have activated another key between the two calls
+        // (an operator's `key activate` lands at any instant). Then a second
+        // Status reports the key Encrypt used, and the seed is good; a
+        // mismatch that persists is refused, as the apiserver refuses it.
+        let status = if resp.key_id != status.key_id {
+            let again = plugin.status().await?;
+            validate_status(&again)?;
+            if again.key_id == resp.key_id {
+                tracing::info!(
+                    kms.provider = %self.name,
+                    from = %status.key_id,
+                    to = %again.key_id,
+                    "the plugin's active key changed during the seed's Encrypt; using the new one"
+                );
+                again
+            } else {
+                status
+            }
+        } else {
+            status
+        };
         validate_encrypt(&resp, &status.key_id)?;
         let previous = self.state.load_full().map(|s| s.key_id.clone());
         let st = WriteState::new(seed, resp.key_id, &resp.ciphertext, &resp.annotations);

@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod etcd;
+pub mod h2raw;
 pub mod nodes;
 
 pub mod swtpm;
@@ -70,6 +71,19 @@ pub fn bin(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The virtualenv `scripts/install-deps` makes for the tests' Python
+/// clients and servers (`E2E_VENV`, else `~/.cache/k8s-at-rest/venv`).
+pub fn test_venv() -> PathBuf {
+    if let Some(p) = std::env::var_os("E2E_VENV") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    cache.join("k8s-at-rest/venv")
 }
 
 /// A free TCP port on 127.0.0.1.

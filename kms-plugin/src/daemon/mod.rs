@@ -4,9 +4,11 @@
 //! - `server`: open the backend, bind, serve, reload, drain on SIGTERM;
 //! - `service`: the KMS v2 gRPC service and the one error mapping;
 //! - `listener`: the unix socket (stale-socket recovery, permissions);
+//! - `authority`: serving every gRPC client's `:authority` on it;
 //! - `http`, `health`, `metrics`: `/livez`, `/healthz`, `/metrics`;
 //! - `telemetry`: logging.
 
+pub(crate) mod authority;
 pub(crate) mod config;
 pub(crate) mod health;
 pub(crate) mod http;

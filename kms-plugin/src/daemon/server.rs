@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kms_proto::v2::key_management_service_server::KeyManagementServiceServer;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
@@ -181,7 +182,10 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_REQUEST_BYTES);
     let std_listener = socket.listener.try_clone()?;
-    let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(std_listener)?);
+    // Every connection's requests reach the HTTP/2 server with an
+    // authority it accepts, whatever the client sent (see `authority`).
+    let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(std_listener)?)
+        .map(|c| c.map(crate::daemon::authority::NormalizedStream::new));
     let mut rx = stop_tx.subscribe();
     let grpc = Server::builder()
         .timeout(cfg.timeout)

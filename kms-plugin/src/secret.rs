@@ -22,7 +22,19 @@ use zeroize::Zeroize;
 /// Length of every KEK and seed this crate handles.
 pub const KEY_LEN: usize = 32;
 
-const PAGE: usize = 4096;
+/// The system's page size (4 KiB on x86-64, 16 or 64 KiB on some arm64
+/// and ppc64 kernels): a key's allocation is exactly one page, so locking
+/// and unlocking it never touches another allocation.
+fn page() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(rustix::param::page_size)
+}
+
+fn page_layout() -> Layout {
+    let p = page();
+    // A page size is a power of two at least KEY_LEN: the layout is valid.
+    Layout::from_size_align(p, p).unwrap_or(Layout::new::<[u8; KEY_LEN]>())
+}
 
 static LOCK_WARNED: AtomicBool = AtomicBool::new(false);
 
@@ -58,14 +70,14 @@ impl SecretKey {
     }
 
     fn zeroed() -> Self {
-        let layout = Layout::from_size_align(PAGE, PAGE).expect("page layout");
+        let layout = page_layout();
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let Some(page) = NonNull::new(ptr) else {
             std::alloc::handle_alloc_error(layout)
         };
-        // SAFETY: `page` is a live allocation of PAGE bytes we own.
-        let locked = unsafe { rustix::mm::mlock(page.as_ptr().cast(), PAGE) }.is_ok();
+        // SAFETY: `page` is a live, page-aligned allocation of one page we own.
+        let locked = unsafe { rustix::mm::mlock(page.as_ptr().cast(), layout.size()) }.is_ok();
         if !locked && !LOCK_WARNED.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "could not mlock key memory (RLIMIT_MEMLOCK too low or CAP_IPC_LOCK missing); keys may be swapped to disk"
@@ -75,7 +87,7 @@ impl SecretKey {
         let _ = unsafe {
             rustix::mm::madvise(
                 page.as_ptr().cast(),
-                PAGE,
+                layout.size(),
                 rustix::mm::Advice::LinuxDontDump,
             )
         };
@@ -107,12 +119,9 @@ impl Drop for SecretKey {
         // SAFETY: we own the page; unlocking and freeing exactly what we made.
         unsafe {
             if self.locked {
-                let _ = rustix::mm::munlock(self.page.as_ptr().cast(), PAGE);
+                let _ = rustix::mm::munlock(self.page.as_ptr().cast(), page_layout().size());
             }
-            dealloc(
-                self.page.as_ptr(),
-                Layout::from_size_align(PAGE, PAGE).expect("page layout"),
-            );
+            dealloc(self.page.as_ptr(), page_layout());
         }
     }
 }
@@ -142,6 +151,15 @@ mod tests {
         assert!(SecretKey::from_slice(&[1u8; 33]).is_none());
         let c = SecretKey::from_slice(&[7u8; 32]).unwrap();
         assert_eq!(c.dangerous_expose(), &[7u8; 32]);
+    }
+
+    #[test]
+    fn a_key_takes_exactly_one_page_of_the_system() {
+        let p = rustix::param::page_size();
+        assert_eq!(page_layout().size(), p);
+        assert_eq!(page_layout().align(), p);
+        let k = SecretKey::generate().unwrap();
+        assert_eq!(k.page.as_ptr() as usize % p, 0, "page-aligned");
     }
 
     #[test]

@@ -464,8 +464,11 @@ mod tests {
         ]
     }
 
+    /// One frame as the server sees it: type, flags, decoded headers.
+    type Seen = (u8, u8, Vec<(Vec<u8>, Vec<u8>)>);
+
     /// What the server decodes from the normalizer's output (frames after the preface).
-    fn server_view(out: &[u8]) -> Vec<(u8, u8, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn server_view(out: &[u8]) -> Vec<Seen> {
         let mut dec = fluke_hpack::Decoder::new();
         let mut at = PREFACE.len();
         let mut seen = Vec::new();

@@ -2,7 +2,7 @@
 //! touched, recover from a crash's stale socket, bind with mode 0600.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
 
@@ -120,16 +120,39 @@ pub fn bind(endpoint: &Endpoint, gid: Option<u32>) -> Result<BoundSocket, Listen
     let (listener, path, ino) = match endpoint {
         Endpoint::Path(path) => {
             clear_path(path, &name)?;
-            let l = StdUnixListener::bind(path).map_err(io_err("binding"))?;
             let mode = if gid.is_some() { 0o660 } else { 0o600 };
+            // The socket file takes its mode from the umask at bind(2): set
+            // it for exactly that call, so nothing changes the mode by path
+            // afterwards (a path that could by then name something else).
+            // Start-up is single-threaded here: no other file is created
+            // meanwhile.
+            let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o777 & !mode));
+            let bound = StdUnixListener::bind(path);
+            rustix::process::umask(old);
+            let l = bound.map_err(io_err("binding"))?;
             if let Some(g) = gid {
-                rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(g)))
-                    .map_err(|e| io_err("changing group of")(e.into()))?;
+                // The group, without following a symlink put in its place.
+                rustix::fs::chownat(
+                    rustix::fs::CWD,
+                    path,
+                    None,
+                    Some(rustix::fs::Gid::from_raw(g)),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| io_err("changing group of")(e.into()))?;
             }
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .map_err(io_err("setting mode of"))?;
-            let ino = std::fs::metadata(path).map_err(io_err("inspecting"))?.ino();
-            (l, Some(path.clone()), ino)
+            let meta = std::fs::symlink_metadata(path).map_err(io_err("inspecting"))?;
+            if !meta.file_type().is_socket() || meta.mode() & 0o777 != mode {
+                return Err(ListenError::Io {
+                    what: "checking",
+                    endpoint: name.clone(),
+                    source: io::Error::other(format!(
+                        "the socket file changed under us (mode {:o}, expected {mode:o})",
+                        meta.mode() & 0o777
+                    )),
+                });
+            }
+            (l, Some(path.clone()), meta.ino())
         }
         Endpoint::Abstract(_) => {
             tracing::warn!(endpoint = %name, "abstract sockets have no file permissions: any process in this network namespace can connect");
@@ -210,6 +233,21 @@ mod tests {
         assert!(matches!(e, ListenError::Live(_)), "{e}");
         s.cleanup();
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_group_socket_is_0660_with_that_group_and_the_umask_is_restored() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("g.sock");
+        let gid = rustix::process::getegid().as_raw();
+        let before = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        let s = bind(&ep(&p), Some(gid)).unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o660);
+        assert_eq!(m.gid(), gid);
+        let after = rustix::process::umask(before);
+        assert_eq!(after.bits(), 0o022, "bind put the umask back");
+        s.cleanup();
     }
 
     #[test]

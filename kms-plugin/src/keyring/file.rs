@@ -66,12 +66,69 @@ pub fn stat_ring(dir: &Path) -> Option<(u64, u64, u64, i64, i64, i64)> {
     ))
 }
 
+/// Whether a file or directory owned by `uid` may hold this process's keys:
+/// its own user's or root's (a file another user owns could have been
+/// planted by them).
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == rustix::process::geteuid().as_raw()
+}
+
+/// Refuses a ring directory or file another user owns or others can write.
+fn check_owner_and_mode(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    what: &str,
+) -> Result<(), KeyringError> {
+    let refuse = |reason: String| {
+        Err(KeyringError::Insecure {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
+    if !trusted_owner(meta.uid()) {
+        return refuse(format!(
+            "the {what} is owned by uid {}, not by this process's user ({}) or root: \
+             another user could have written it (chown it, or run as its owner)",
+            meta.uid(),
+            rustix::process::geteuid().as_raw()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "the {what} is writable by group or others (mode {:o}): anyone in them could replace the keys (chmod go-w)",
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn load(dir: &Path) -> Result<Keyring, KeyringError> {
     let path = ring_path(dir);
-    let mut f = match File::open(&path) {
+    let dmeta = std::fs::metadata(dir).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => KeyringError::Missing(path.clone(), dir.to_path_buf()),
+        _ => KeyringError::Io {
+            op: "inspecting",
+            path: dir.to_path_buf(),
+            source,
+        },
+    })?;
+    check_owner_and_mode(dir, &dmeta, "key ring directory")?;
+    // Never through a symlink: the ring is the file at this path.
+    let mut f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(KeyringError::Missing(path, dir.to_path_buf()));
+        }
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(KeyringError::Insecure {
+                path,
+                reason: "it is a symbolic link; the ring must be a regular file at this path"
+                    .into(),
+            });
         }
         Err(source) => {
             return Err(KeyringError::Io {
@@ -92,6 +149,7 @@ pub(super) fn load(dir: &Path) -> Result<Keyring, KeyringError> {
             reason: "not a regular file".into(),
         });
     }
+    check_owner_and_mode(&path, &meta, "key ring file")?;
     if meta.len() > MAX_RING_BYTES {
         return Err(KeyringError::Invalid {
             path,
@@ -242,6 +300,44 @@ mod tests {
                 Ok(r) => assert!(r.keys[0].material.as_ref().unwrap().get("key").is_err()),
             }
         }
+    }
+
+    #[test]
+    fn refuses_rings_others_could_have_written() {
+        let d = tempfile::tempdir().unwrap();
+        let r = ring_with_key();
+        let l = lock(d.path()).unwrap();
+        r.save(d.path(), &l).unwrap();
+        let p = ring_path(d.path());
+        use std::os::unix::fs::PermissionsExt;
+        // Group-writable file.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o620)).unwrap();
+        let e = Keyring::load(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("is refused") && e.contains("writable by group or others"),
+            "{e}"
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // World-writable directory.
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Keyring::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("key ring directory is writable"), "{e}");
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        Keyring::load(d.path()).unwrap();
+        // A symlink in place of the file (to a good ring elsewhere).
+        let elsewhere = d.path().join("other.json");
+        std::fs::rename(&p, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &p).unwrap();
+        let e = Keyring::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn only_this_user_or_root_may_own_a_ring() {
+        let me = rustix::process::geteuid().as_raw();
+        assert!(trusted_owner(me));
+        assert!(trusted_owner(0));
+        assert!(!trusted_owner(me.wrapping_add(4242).max(1)));
     }
 
     #[test]

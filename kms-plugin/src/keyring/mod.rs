@@ -140,6 +140,15 @@ pub enum KeyringError {
         #[source]
         source: std::io::Error,
     },
+    /// The ring file or directory is not safe to take keys from: another
+    /// user owns it, others can write it, or it is a symbolic link.
+    #[error("key ring {path} is refused: {reason}")]
+    Insecure {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// The ring file does not parse or violates an invariant.
     #[error("key ring {path} is invalid: {reason}")]
     Invalid {

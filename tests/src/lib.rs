@@ -193,7 +193,18 @@ impl Plugin {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> Plugin {
-        let port = free_port();
+        Plugin::spawn_on(ring, sock, log, extra, envs, free_port())
+    }
+
+    /// Starts `serve` without waiting, with its health endpoint on `port`.
+    pub fn spawn_on(
+        ring: &Path,
+        sock: &Path,
+        log: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        port: u16,
+    ) -> Plugin {
         let listen = format!("unix://{}", sock.display());
         let health = format!("127.0.0.1:{port}");
         let mut args = vec![

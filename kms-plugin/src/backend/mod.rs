@@ -182,6 +182,18 @@ pub trait KeyBackend: Send + Sync + 'static {
         None
     }
 
+    /// Whether the backend's own threads are alive (`/livez`): a worker
+    /// that died cannot serve, whatever the device says. `Err` says why.
+    fn liveness(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Starts again whatever [`KeyBackend::liveness`] found dead; returns
+    /// how many threads it started.
+    fn revive(&self) -> usize {
+        0
+    }
+
     /// A live end-to-end check: wraps and unwraps a random value.
     async fn self_test(&self) -> Result<(), BackendError> {
         round_trip(self).await

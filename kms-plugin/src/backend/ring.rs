@@ -68,6 +68,16 @@ pub(crate) trait RingKeys: Send + Sync + 'static {
     fn probe(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
         async { Ok(()) }
     }
+
+    /// See [`KeyBackend::liveness`].
+    fn liveness(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// See [`KeyBackend::revive`].
+    fn revive(&self) -> usize {
+        0
+    }
 }
 
 /// What [`RingKeys::load`] made of each entry, in order: the key, or why
@@ -327,6 +337,14 @@ impl<R: RingKeys> KeyBackend for RingBackend<R> {
 
     fn ring_info(&self) -> Option<RingInfo> {
         Some(self.state.load().info.clone())
+    }
+
+    fn liveness(&self) -> Result<(), String> {
+        self.keys.liveness()
+    }
+
+    fn revive(&self) -> usize {
+        self.keys.revive()
     }
 
     /// Reloads a replaced ring file. A file that does not follow from the

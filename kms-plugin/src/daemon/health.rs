@@ -71,6 +71,13 @@ impl Health {
         verdict
     }
 
+    /// Whether the process can still serve (`/livez`): the backend's own
+    /// threads are alive. Not the device: a TPM that went away is a
+    /// readiness matter (`/healthz`), which a restart would not fix.
+    pub fn liveness(&self) -> Result<(), String> {
+        self.backend.liveness()
+    }
+
     /// Forgets the cached verdict (after a key change).
     pub fn invalidate(&self) {
         *kms_proto::sync::lock(&self.cached) = None;

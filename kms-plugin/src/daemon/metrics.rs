@@ -67,6 +67,8 @@ pub struct Metrics {
     current_ring: Mutex<Option<RingLabels>>,
     staged_keys: Gauge,
     ring_refused: Counter,
+    health_listen_failures: Counter,
+    worker_restarts: Counter,
 }
 
 /// `sha256:<hex>` of a key_id, as kube-apiserver labels its own key_id metrics.
@@ -135,6 +137,18 @@ impl Metrics {
             "Replaced key ring files refused because they would drop or change keys (an older copy, another ring)",
             ring_refused.clone(),
         );
+        let health_listen_failures = Counter::default();
+        registry.register(
+            "health_listen_failures",
+            "Attempts to bind --health-addr that failed (the port was taken); retried while serving",
+            health_listen_failures.clone(),
+        );
+        let worker_restarts = Counter::default();
+        registry.register(
+            "worker_restarts",
+            "Backend worker threads found dead and started again",
+            worker_restarts.clone(),
+        );
         let fast = OPS.map(|op| FastOp {
             ok: calls.get_or_create(&CallLabels { op, code: "OK" }).clone(),
             latency: latency.get_or_create(&OpLabels { op }).clone(),
@@ -153,7 +167,19 @@ impl Metrics {
             current_ring: Mutex::new(None),
             staged_keys,
             ring_refused,
+            health_listen_failures,
+            worker_restarts,
         }
+    }
+
+    /// Counts a failed bind of the health port.
+    pub fn health_listen_failed(&self) {
+        self.health_listen_failures.inc();
+    }
+
+    /// Counts a backend worker started again.
+    pub fn worker_restarted(&self) {
+        self.worker_restarts.inc();
     }
 
     /// Publishes the ring's fingerprint and staged key count.

@@ -23,26 +23,38 @@ pub struct Prepared {
     cfg: ServeConfig,
     backend: Arc<dyn KeyBackend>,
     socket: listener::BoundSocket,
-    health_listener: Option<std::net::TcpListener>,
+    health_listener: Option<HealthListener>,
 }
 
-/// Opens the backend and binds the health port and the socket, in that
-/// order, so a bad key ring or a busy port fails before the socket exists.
+/// The health port: bound at start-up, or the address to keep trying.
+enum HealthListener {
+    Bound(std::net::TcpListener),
+    Retry(std::net::SocketAddr, std::io::Error),
+}
+
+/// How often a health port that could not be bound is tried again.
+const HEALTH_RETRY: Duration = Duration::from_secs(2);
+
+fn bind_health(a: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(a)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Opens the backend, then binds the health port and the socket, so a bad
+/// key ring fails before the socket exists. A health port that cannot be
+/// bound (another process took it) does not keep the plugin down: it is a
+/// warning, counted, and tried again while serving.
 pub fn prepare(cfg: ServeConfig) -> anyhow::Result<Prepared> {
     crate::hardening::private_umask();
     if let Err(e) = crate::hardening::disable_core_dumps() {
         tracing::warn!(error = %e, "could not disable core dumps");
     }
     let backend = registry::open(cfg.backend, &cfg.keyring, &cfg.connect)?;
-    let health_listener = match cfg.health_addr {
-        Some(a) => {
-            let l = std::net::TcpListener::bind(a)
-                .map_err(|e| anyhow::anyhow!("health-addr={a}: cannot listen: {e}"))?;
-            l.set_nonblocking(true)?;
-            Some(l)
-        }
-        None => None,
-    };
+    let health_listener = cfg.health_addr.map(|a| match bind_health(a) {
+        Ok(l) => HealthListener::Bound(l),
+        Err(e) => HealthListener::Retry(a, e),
+    });
     let socket = listener::bind(&cfg.listen, cfg.socket_gid)?;
     Ok(Prepared {
         cfg,
@@ -67,6 +79,57 @@ fn oversized_is_invalid_argument<B>(mut resp: http::Response<B>) -> http::Respon
     resp
 }
 
+/// Serves `/livez`, `/healthz` and `/metrics`; binds the port first when it
+/// could not be bound at start-up, retrying until it can (or shutdown).
+async fn serve_health(
+    l: HealthListener,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::broadcast::Receiver<()>,
+) {
+    let l = match l {
+        HealthListener::Bound(l) => l,
+        HealthListener::Retry(addr, first) => {
+            metrics.health_listen_failed();
+            tracing::warn!(%addr, error = %first, retry = ?HEALTH_RETRY, "health-addr cannot be bound (another process has the port?); serving KMS without it and trying again");
+            let mut last = first.to_string();
+            loop {
+                tokio::select! {
+                    _ = stop.recv() => return,
+                    _ = tokio::time::sleep(HEALTH_RETRY) => {}
+                }
+                match bind_health(addr) {
+                    Ok(l) => break l,
+                    Err(e) => {
+                        metrics.health_listen_failed();
+                        if e.to_string() != last {
+                            tracing::warn!(%addr, error = %e, "health-addr still cannot be bound");
+                            last = e.to_string();
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let l = match tokio::net::TcpListener::from_std(l) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "health endpoint failed");
+            return;
+        }
+    };
+    if let Ok(addr) = l.local_addr() {
+        tracing::info!(%addr, "serving /healthz, /livez and /metrics");
+    }
+    if let Err(e) = crate::daemon::http::serve(l, health, metrics, async move {
+        let _ = stop.recv().await;
+    })
+    .await
+    {
+        tracing::error!(error = %e, "health endpoint failed");
+    }
+}
+
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
@@ -88,6 +151,13 @@ async fn reload_loop(
     let mut last_error: Option<String> = None;
     loop {
         tick.tick().await;
+        // A backend thread that died is started again here; `/livez` fails
+        // until then, and for good when it keeps dying.
+        if backend.liveness().is_err() {
+            for _ in 0..backend.revive() {
+                metrics.worker_restarted();
+            }
+        }
         match backend.refresh().await {
             Ok(r) => {
                 last_error = None;
@@ -150,25 +220,11 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
 
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
 
-    let http_task = match health_listener {
-        Some(l) => {
-            let l = tokio::net::TcpListener::from_std(l)?;
-            let addr = l.local_addr()?;
-            let mut rx = stop_tx.subscribe();
-            let (h, m) = (health.clone(), metrics.clone());
-            tracing::info!(%addr, "serving /healthz, /livez and /metrics");
-            Some(tokio::spawn(async move {
-                if let Err(e) = crate::daemon::http::serve(l, h, m, async move {
-                    let _ = rx.recv().await;
-                })
-                .await
-                {
-                    tracing::error!(error = %e, "health endpoint failed");
-                }
-            }))
-        }
-        None => None,
-    };
+    let http_task = health_listener.map(|l| {
+        let (h, m) = (health.clone(), metrics.clone());
+        let rx = stop_tx.subscribe();
+        tokio::spawn(serve_health(l, h, m, rx))
+    });
 
     let reload = tokio::spawn(reload_loop(
         backend.clone(),

@@ -322,6 +322,14 @@ impl RingKeys for SealedKeys {
         }
     }
 
+    fn liveness(&self) -> Result<(), String> {
+        self.worker.liveness()
+    }
+
+    fn revive(&self) -> usize {
+        usize::from(self.worker.revive())
+    }
+
     async fn probe(&self) -> Result<(), BackendError> {
         Ok(self.worker.call(|c| c.probe()).await?)
     }

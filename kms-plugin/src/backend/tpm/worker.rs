@@ -69,22 +69,47 @@ enum After {
 
 type Job = Box<dyn FnOnce(Result<&mut Conn, TpmError>) -> After + Send>;
 
+/// What the worker thread receives.
+enum Message {
+    /// A job.
+    Job(Job),
+    /// Tests only: the thread dies, as it would on a bug outside any job.
+    #[cfg(test)]
+    Die,
+}
+
+/// Jobs waiting at most: past that, a call is refused at once (the TPM
+/// serves a few hundred a second; callers would time out waiting anyway).
+pub const QUEUE: usize = 64;
+/// Restarts within [`RESTART_WINDOW`] after which the worker is reported
+/// dead for good (`/livez` fails and the kubelet restarts the process).
+const RESTART_LIMIT: usize = 3;
+/// See [`RESTART_LIMIT`].
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// The running thread: where to send jobs, and how to see it end.
+struct Thread {
+    tx: mpsc::SyncSender<Message>,
+    handle: JoinHandle<()>,
+    done: mpsc::Receiver<()>,
+}
+
 /// A handle to the worker thread. Dropping it stops the thread after it
 /// released the TPM (flushing what it held), waiting up to a few seconds.
 pub struct Worker {
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<Thread>>,
     down: Arc<Down>,
     tcti: Tcti,
-    thread: Mutex<Option<(JoinHandle<()>, mpsc::Receiver<()>)>>,
+    restarts: Mutex<Vec<std::time::Instant>>,
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        drop(kms_proto::sync::lock(&self.tx).take());
-        if let Some((h, done)) = kms_proto::sync::lock(&self.thread).take() {
+        if let Some(t) = kms_proto::sync::lock(&self.thread).take() {
+            drop(t.tx);
             // A TPM that hangs must not hang the process on exit.
-            if done.recv_timeout(Duration::from_secs(5)).is_ok() {
-                let _ = h.join();
+            if t.done.recv_timeout(Duration::from_secs(5)).is_ok() {
+                let _ = t.handle.join();
             }
         }
     }
@@ -131,7 +156,7 @@ fn set_up(down: &Down) {
     }
 }
 
-fn run(rx: mpsc::Receiver<Job>, tcti: Tcti, down: Arc<Down>) {
+fn run(rx: mpsc::Receiver<Message>, tcti: Tcti, down: Arc<Down>) {
     let mut conn: Option<Conn> = None;
     let mut held_since = std::time::Instant::now();
     let shared = !tcti.is_resource_managed();
@@ -149,16 +174,22 @@ fn run(rx: mpsc::Receiver<Job>, tcti: Tcti, down: Arc<Down>) {
         } else {
             None
         };
-        let job = match wait {
+        let message = match wait {
             Some(d) => match rx.recv_timeout(d) {
-                Ok(j) => Some(j),
+                Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             },
             None => match rx.recv() {
-                Ok(j) => Some(j),
+                Ok(m) => Some(m),
                 Err(_) => break,
             },
+        };
+        let job = match message {
+            Some(Message::Job(j)) => Some(j),
+            #[cfg(test)]
+            Some(Message::Die) => panic!("the TPM worker thread was told to die (a test)"),
+            None => None,
         };
         let Some(job) = job else {
             if conn.take().is_none() {
@@ -207,25 +238,34 @@ fn run(rx: mpsc::Receiver<Job>, tcti: Tcti, down: Arc<Down>) {
     drop(conn);
 }
 
+fn start_thread(tcti: &Tcti, down: &Arc<Down>) -> Thread {
+    let (tx, rx) = mpsc::sync_channel::<Message>(QUEUE);
+    let (done_tx, done_rx) = mpsc::channel();
+    let (d, t) = (down.clone(), tcti.clone());
+    let handle = std::thread::Builder::new()
+        .name("tpm-worker".into())
+        .spawn(move || {
+            run(rx, t, d);
+            let _ = done_tx.send(());
+        })
+        .expect("spawning the TPM worker thread");
+    Thread {
+        tx,
+        handle,
+        done: done_rx,
+    }
+}
+
 impl Worker {
     /// Starts the worker thread for `tcti`. It connects on the first job.
     pub fn spawn(tcti: Tcti) -> Arc<Worker> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let (done_tx, done_rx) = mpsc::channel();
         let down = Arc::new(Down::default());
-        let (d, t) = (down.clone(), tcti.clone());
-        let h = std::thread::Builder::new()
-            .name("tpm-worker".into())
-            .spawn(move || {
-                run(rx, t, d);
-                let _ = done_tx.send(());
-            })
-            .expect("spawning the TPM worker thread");
+        let thread = start_thread(&tcti, &down);
         Arc::new(Worker {
-            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
             down,
             tcti,
-            thread: Mutex::new(Some((h, done_rx))),
+            restarts: Mutex::new(Vec::new()),
         })
     }
 
@@ -234,12 +274,66 @@ impl Worker {
         self.down.reason()
     }
 
+    /// Whether the worker thread is alive, and serves: `Err` with the
+    /// reason when it died and was not started again, or died too often.
+    pub fn liveness(&self) -> Result<(), String> {
+        let recent = {
+            let mut r = kms_proto::sync::lock(&self.restarts);
+            r.retain(|t| t.elapsed() < RESTART_WINDOW);
+            r.len()
+        };
+        if recent >= RESTART_LIMIT {
+            return Err(format!(
+                "the TPM worker thread died {recent} times in {}s",
+                RESTART_WINDOW.as_secs()
+            ));
+        }
+        match kms_proto::sync::lock(&self.thread).as_ref() {
+            Some(t) if !t.handle.is_finished() => Ok(()),
+            Some(_) => Err("the TPM worker thread died".into()),
+            None => Err("the TPM worker is stopped".into()),
+        }
+    }
+
+    /// Starts the thread again if it died; returns whether it did. Jobs that
+    /// were queued for the dead thread fail (their callers see UNAVAILABLE).
+    pub fn revive(&self) -> bool {
+        let mut slot = kms_proto::sync::lock(&self.thread);
+        match slot.as_ref() {
+            Some(t) if t.handle.is_finished() => {}
+            _ => return false,
+        }
+        tracing::error!("the TPM worker thread died; starting it again");
+        *slot = Some(start_thread(&self.tcti, &self.down));
+        kms_proto::sync::lock(&self.restarts).push(std::time::Instant::now());
+        true
+    }
+
+    /// Tests only: kills the worker thread (as a bug outside any job would).
+    #[cfg(test)]
+    pub(crate) fn kill_for_test(&self) {
+        if let Some(t) = kms_proto::sync::lock(&self.thread).as_ref() {
+            let _ = t.tx.send(Message::Die);
+        }
+        for _ in 0..200 {
+            if self.liveness().is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn submit<T: Send + 'static>(
         &self,
         mut f: impl FnMut(&mut Conn) -> Result<T, TpmError> + Send + 'static,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<T, TpmError>>, TpmError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |conn| {
+            // The caller gave up (its deadline passed, the client went
+            // away): nothing to do, and the TPM stays free for the others.
+            if tx.is_closed() {
+                return After::Keep;
+            }
             let r = match conn {
                 Ok(c) => {
                     let mut attempt = 1;
@@ -273,13 +367,23 @@ impl Worker {
             let _ = tx.send(r);
             after
         });
-        self.tx
-            .lock()
-            .expect("tpm channel mutex")
+        let guard = kms_proto::sync::lock(&self.thread);
+        let t = guard
             .as_ref()
-            .ok_or_else(|| TpmError::Unavailable("the TPM worker is stopping".into()))?
-            .send(job)
-            .map_err(|_| TpmError::Unavailable("the TPM worker thread is gone".into()))?;
+            .ok_or_else(|| TpmError::Unavailable("the TPM worker is stopping".into()))?;
+        match t.tx.try_send(Message::Job(job)) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => {
+                return Err(TpmError::Unavailable(format!(
+                    "the TPM has {QUEUE} calls waiting already; try again"
+                )));
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return Err(TpmError::Unavailable(
+                    "the TPM worker thread is gone (it is started again within a second)".into(),
+                ));
+            }
+        }
         Ok(rx)
     }
 
@@ -329,5 +433,85 @@ impl Worker {
             Ok(Err(_)) => Err(self.lost()),
             Err(_) => Err(self.timed_out()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::backend::tpm::testing::Swtpm;
+
+    fn worker(tpm: &Swtpm) -> Arc<Worker> {
+        Worker::spawn(tpm.tcti().parse().unwrap())
+    }
+
+    #[test]
+    fn tpm_a_dead_worker_thread_is_seen_and_started_again() {
+        let tpm = Swtpm::start();
+        let w = worker(&tpm);
+        w.call_blocking(|c| c.probe()).unwrap();
+        assert!(w.liveness().is_ok());
+        assert!(!w.revive(), "nothing to revive while alive");
+        w.kill_for_test();
+        let e = w.liveness().unwrap_err();
+        assert!(e.contains("died"), "{e}");
+        assert!(w.call_blocking(|c| c.probe()).is_err(), "no thread serves");
+        assert!(w.revive());
+        assert!(w.liveness().is_ok());
+        w.call_blocking(|c| c.probe()).unwrap();
+        // Dying again and again is reported for good (the kubelet restarts).
+        for _ in 0..RESTART_LIMIT {
+            w.kill_for_test();
+            w.revive();
+        }
+        let e = w.liveness().unwrap_err();
+        assert!(e.contains("times in"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tpm_jobs_whose_caller_left_are_dropped_and_the_queue_is_bounded() {
+        let tpm = Swtpm::start();
+        let w = worker(&tpm);
+        w.call(|c| c.probe()).await.unwrap();
+        // Hold the worker busy.
+        let release = Arc::new(AtomicBool::new(false));
+        let r = release.clone();
+        let busy = w.submit(move |_| {
+            while !r.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        });
+        let busy = busy.unwrap();
+        // A caller that gives up before its turn: its job never runs.
+        let ran = Arc::new(AtomicUsize::new(0));
+        let ran2 = ran.clone();
+        let gave_up = w.submit(move |_| {
+            ran2.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        drop(gave_up.unwrap());
+        // Fill the queue: the next call is refused at once, not queued.
+        let mut queued = Vec::new();
+        let mut refused = None;
+        for _ in 0..QUEUE + 2 {
+            match w.submit(|_| Ok(())) {
+                Ok(rx) => queued.push(rx),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = refused.expect("a full queue refuses").to_string();
+        assert!(e.contains("calls waiting"), "{e}");
+        release.store(true, Ordering::Relaxed);
+        busy.await.unwrap().unwrap();
+        for rx in queued {
+            rx.await.unwrap().unwrap();
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "an abandoned job ran");
     }
 }

@@ -211,6 +211,14 @@ impl RingKeys for ResidentKeys {
         Ok(self.worker.call(move |conn| wrap(conn, &k, &pt)).await?)
     }
 
+    fn liveness(&self) -> Result<(), String> {
+        self.worker.liveness()
+    }
+
+    fn revive(&self) -> usize {
+        usize::from(self.worker.revive())
+    }
+
     async fn unwrap(
         &self,
         key: &Arc<ResidentKey>,

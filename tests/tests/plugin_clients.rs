@@ -1,6 +1,7 @@
 //! Every conforming gRPC client is served on the socket, whatever
 //! `:authority` it sends: grpc C-core (Python grpcio, default settings:
-//! the percent-encoded socket path), and a raw HTTP/2 client sending each
+//! the percent-encoded socket path), grpc-go (Debian's, as kube-apiserver
+//! dials: `unix://` target, defaults), and a raw HTTP/2 client sending each
 //! form (`localhost` as grpc-go does, the raw path as grpc-java does, the
 //! percent-encoded path, an empty authority, none). Status, Encrypt and
 //! Decrypt all answer.
@@ -56,6 +57,41 @@ fn grpc_c_core_with_its_default_authority_is_served() {
     assert_eq!(v["encrypt"]["key_id"], v["status"]["key_id"]);
     assert_eq!(v["decrypt_matches"], true);
     assert_eq!(v["garbage"], "INVALID_ARGUMENT");
+}
+
+#[test]
+fn grpc_go_with_its_default_authority_is_served() {
+    let (dir, p) = plugin();
+    // Built here from Debian's grpc-go sources (golang-google-grpc-dev), in
+    // GOPATH mode: no module download.
+    let exe = dir.path().join("grpcgo-client");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&exe)
+        .arg(e2e::workspace().join("tests/clients/grpcgo/main.go"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", dir.path().join("gocache"))
+        .output()
+        .expect("running go build: install golang-go and golang-google-grpc-dev (scripts/install-deps)");
+    assert!(
+        out.status.success(),
+        "building the grpc-go client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(&exe).arg(&p.sock).output().unwrap();
+    assert!(
+        out.status.success(),
+        "grpc-go client failed:\n{}\nplugin log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.log_text()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"]["version"], "v2");
+    assert_eq!(v["status"]["healthz"], "ok");
+    assert_eq!(v["encrypt_key_id"], v["status"]["key_id"]);
+    assert_eq!(v["decrypt_matches"], true);
+    assert_eq!(v["garbage"], "InvalidArgument");
 }
 
 fn bytes_field(num: u8, value: &[u8]) -> Vec<u8> {

@@ -8,6 +8,8 @@
 //! - [`contract`]: the rules both sides of the socket honour (limits,
 //!   annotation keys, the checks of Status and Encrypt answers, request uids).
 //! - [`sync`]: locking that survives a panic elsewhere, decided once.
+//! - [`process`]: process hardening both programs apply at start (no core
+//!   dumps, not dumpable, umask 077).
 //! - [`endpoint`] and [`client`]: the `unix:///path` / `unix:///@abstract`
 //!   endpoint syntax and a tonic channel over it, shared by the plugin's
 //!   listener, its probe and bench, and the store's KMS provider.
@@ -17,6 +19,7 @@
 pub mod client;
 pub mod contract;
 pub mod endpoint;
+pub mod process;
 pub mod sync;
 
 /// KMS v2 plugin API (package `v2`).

@@ -58,8 +58,8 @@ pub(super) fn run(g: &GlobalArgs, a: MigrateArgs) -> anyhow::Result<ExitCode> {
         a.workers
     );
     let prefix = secrets_prefix_for(&g.etcd_prefix).map_err(anyhow::Error::msg)?;
-    let src = open_spec(&from)?;
-    let dst = open_spec(&to)?;
+    let src = open_spec(g, &from)?;
+    let dst = open_spec(g, &to)?;
     let opts = MigrateOptions {
         overwrite: a.overwrite,
         dry_run: a.dry_run,

@@ -102,6 +102,10 @@ pub struct GlobalArgs {
     /// process. etcd always syncs its WAL before acknowledging.
     #[arg(long, global = true)]
     pub sync_writes: bool,
+    /// Accept an existing RocksDB directory that group or others can reach
+    /// (refused by default; a new one is created 0700).
+    #[arg(long, global = true)]
+    pub allow_shared_dir: bool,
 }
 
 impl Default for GlobalArgs {
@@ -117,6 +121,7 @@ impl Default for GlobalArgs {
             encryption_config: None,
             allow_plaintext: false,
             sync_writes: false,
+            allow_shared_dir: false,
         }
     }
 }
@@ -150,6 +155,11 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // Seeds, DEKs and plaintext Secrets pass through this process: no core
+    // file may hold them, and what it creates (RocksDB files) is private.
+    if let Err(e) = kms_proto::process::harden() {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
     let g = &cli.global;
     let result = match cli.command {
         Command::Apply(a) => objects::apply(g, a),

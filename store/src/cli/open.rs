@@ -7,6 +7,7 @@ use anyhow::Context;
 use super::GlobalArgs;
 use crate::encryption_config::EncryptionConfiguration;
 use crate::storage::etcd::{EtcdConfig, EtcdTls, split_endpoints};
+use crate::storage::private_dir::{self, SharedDir};
 use crate::storage::{EngineSpec, StorageEngine};
 use crate::store::SecretStore;
 use crate::transform::chain::TransformerChain;
@@ -67,14 +68,23 @@ pub fn engine_spec(g: &GlobalArgs) -> anyhow::Result<EngineSpec> {
     }
 }
 
-/// Opens an engine.
-pub fn open_spec(spec: &EngineSpec) -> anyhow::Result<Arc<dyn StorageEngine>> {
+/// Opens an engine; a RocksDB directory is created 0700, or must be one
+/// group and others cannot reach (unless `--allow-shared-dir`).
+pub fn open_spec(g: &GlobalArgs, spec: &EngineSpec) -> anyhow::Result<Arc<dyn StorageEngine>> {
+    if let EngineSpec::Rocks { dir, .. } = spec {
+        let shared = if g.allow_shared_dir {
+            SharedDir::Allow
+        } else {
+            SharedDir::Refuse
+        };
+        private_dir::ensure(dir, shared)?;
+    }
     Ok(spec.open()?)
 }
 
 /// The engine named by the flags.
 pub fn open_engine(g: &GlobalArgs) -> anyhow::Result<Arc<dyn StorageEngine>> {
-    open_spec(&engine_spec(g)?)
+    open_spec(g, &engine_spec(g)?)
 }
 
 /// The provider chain named by the flags.

@@ -9,6 +9,7 @@
 
 pub mod etcd;
 mod open;
+pub mod private_dir;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 

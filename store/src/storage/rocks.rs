@@ -60,17 +60,7 @@ fn decode_meta(key: &str, m: &[u8]) -> Result<(u64, u64), StorageError> {
 impl RocksEngine {
     /// Opens (creating if missing, mode 0700) the store in `dir`.
     pub fn open(dir: &Path, sync: bool) -> Result<Self, StorageError> {
-        if !dir.exists() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| StorageError::Io {
-                    what: format!("cannot create {}", dir.display()),
-                    source,
-                })?;
-        }
+        super::private_dir::create_if_missing(dir)?;
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);

@@ -9,6 +9,7 @@ mod cli;
 pub mod encryption_config;
 pub mod k8s;
 pub mod migrate;
+pub mod placement;
 mod progress;
 pub mod rand;
 pub mod rewrap;

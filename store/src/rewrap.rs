@@ -6,7 +6,15 @@
 //! only if it is still stale (a writer that got there first wrote it with
 //! the current provider). Resumable after a kill: it keeps no state, values
 //! already rewrapped are simply no longer stale.
+//!
+//! Only a value that is the object its key names is sealed again: one that
+//! opens but decodes to another Secret (copied from another key under a
+//! provider without AAD, see [`crate::placement`]) or to no Secret at all
+//! is left as it is and reported, so a rewrap never makes a misplaced copy
+//! authentic under the key it was copied to.
 
+use crate::placement;
+use crate::secret::Secret;
 use crate::storage::{self, Precondition, StorageError, Versioned};
 use crate::store::{SecretStore, StoreError};
 
@@ -27,6 +35,9 @@ pub struct RewrapReport {
     pub retries: u64,
     /// Values that could not be rewrapped: (etcd key, error).
     pub failed: Vec<(String, String)>,
+    /// Values left as they are because they decode to another object than
+    /// the one their key names, or to no Secret: (etcd key, why).
+    pub refused: Vec<(String, String)>,
 }
 
 const MAX_ATTEMPTS: usize = 10;
@@ -44,7 +55,9 @@ impl Progress for () {
     fn tick(&self) {}
 }
 
-/// Rewraps every stale Secret. With `dry_run`, only counts.
+/// Rewraps every stale Secret. With `dry_run`, only counts, from the
+/// envelopes alone (nothing is decrypted, so misplaced values are found by
+/// the real run, or by `verify`).
 pub fn rewrap(
     store: &SecretStore,
     dry_run: bool,
@@ -86,6 +99,13 @@ fn rewrap_one(store: &SecretStore, mut v: Versioned, report: &mut RewrapReport) 
                 return;
             }
         };
+        let placed = Secret::from_storage_bytes(&opened.plaintext)
+            .map_err(|e| format!("decrypted but is not a Secret: {e}"))
+            .and_then(|s| placement::check(store, &v.key, &s).map_err(|m| m.to_string()));
+        if let Err(why) = placed {
+            report.refused.push((v.key.clone(), why));
+            return;
+        }
         let sealed = match store.chain().seal(&opened.plaintext, &v.key) {
             Ok(s) => s,
             Err(e) => {

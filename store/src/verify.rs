@@ -1,5 +1,6 @@
 //! `verify`: decrypt and decode every Secret; list what fails.
 
+use crate::placement;
 use crate::rewrap::Progress;
 use crate::storage;
 use crate::store::{SecretStore, StoreError};
@@ -18,9 +19,9 @@ pub struct VerifyReport {
 }
 
 /// Decrypts every value; a value must open, decode as a Secret, and name
-/// the namespace and name of the key it is stored under (providers without
-/// AAD, such as aescbc and secretbox, would otherwise accept a value copied
-/// from another key).
+/// the namespace and name of the key it is stored under (see
+/// [`placement`]: providers without AAD accept a value copied from another
+/// key).
 pub fn verify(store: &SecretStore, progress: &dyn Progress) -> Result<VerifyReport, StoreError> {
     let mut r = VerifyReport::default();
     if let Ok(total) = count(store) {
@@ -29,23 +30,15 @@ pub fn verify(store: &SecretStore, progress: &dyn Progress) -> Result<VerifyRepo
     storage::for_each(&**store.engine(), store.secrets_prefix(), 500, |v| {
         r.checked += 1;
         match store.decode(&v) {
-            Ok((s, stale)) => {
-                let (ns, name) = store.split_key(&v.key).unwrap_or(("", ""));
-                if s.metadata.namespace != ns || s.metadata.name != name {
-                    r.failed.push((
-                        v.key.clone(),
-                        format!(
-                            "decrypts to Secret {}/{}, not the object its key names (copied from another key?)",
-                            s.metadata.namespace, s.metadata.name
-                        ),
-                    ));
-                } else {
+            Ok((s, stale)) => match placement::check(store, &v.key, &s) {
+                Err(misplaced) => r.failed.push((v.key.clone(), misplaced.to_string())),
+                Ok(()) => {
                     r.ok += 1;
                     if stale {
                         r.stale += 1;
                     }
                 }
-            }
+            },
             Err(e) => r.failed.push((v.key.clone(), e.to_string())),
         }
         progress.tick();

@@ -402,6 +402,118 @@ fn rewrap_migrates_to_a_new_key_and_resumes_after_a_kill() {
     );
 }
 
+/// An EncryptionConfiguration with `providers` (YAML list items) in order.
+fn config_of(providers: &[String]) -> String {
+    let mut y = String::from(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n",
+    );
+    for p in providers {
+        y.push_str(p);
+    }
+    y
+}
+
+fn keyed(kind: &str, name: &str, key: [u8; 32]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    format!("  - {kind}:\n      keys:\n      - name: {name}\n        secret: {b64}\n")
+}
+
+#[test]
+fn rewrap_refuses_a_value_copied_to_another_key_under_a_provider_without_aad() {
+    for old in [
+        keyed("aescbc", "cbc1", [3; 32]),
+        keyed("secretbox", "box1", [4; 32]),
+        "  - identity: {}\n".to_string(),
+    ] {
+        let e = Env::new();
+        let before = e.config("before.yaml", &config_of(std::slice::from_ref(&old)));
+        let plain = ["--allow-plaintext"];
+        for name in ["a", "b"] {
+            let m = format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{owner: MARKER-{name}}}\n"
+            );
+            let mut c = e.cmd(Some(&before), &["apply", "-f", "-"]);
+            c.args(plain)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut c = c.spawn().unwrap();
+            c.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "{old}: {}", err(&o));
+        }
+        // An attacker (or a bad restore) copies a's stored bytes over b and
+        // to a key of its own: the provider has no AAD, so both still open.
+        let (ka, kb, kc) = (
+            "/registry/secrets/default/a",
+            "/registry/secrets/default/b",
+            "/registry/secrets/default/copy",
+        );
+        let copied = {
+            use secret_store::storage::{Precondition, StorageEngine};
+            let engine = secret_store::storage::rocks::RocksEngine::open(&e.db(), false).unwrap();
+            let a = engine.get(ka).unwrap().unwrap().value;
+            engine.put(kb, &a, Precondition::None).unwrap();
+            engine.put(kc, &a, Precondition::None).unwrap();
+            a
+        };
+        let raw = |key: &str| {
+            e.run(Some(&before), &["raw", "get", "--etcd-key", key])
+                .stdout
+        };
+
+        // Rotate to aesgcm: all three values are stale.
+        let after = e.config(
+            "after.yaml",
+            &config_of(&[keyed("aesgcm", "gcm2", [5; 32]), old.clone()]),
+        );
+        let o = e.run(Some(&after), &["rewrap"]);
+        assert!(
+            !o.status.success(),
+            "{old}: a refused value fails the rewrap: {}",
+            out(&o)
+        );
+        assert!(
+            out(&o).starts_with("rewrapped 1 of 3 stale secrets") && out(&o).contains("2 refused)"),
+            "{old}: {}",
+            out(&o)
+        );
+        for key in [kb, kc] {
+            assert!(
+                err(&o).contains(&format!(
+                    "REFUSED {key}: decrypts to Secret default/a, not the object its key names (copied from another key?): left as it is, not rewrapped"
+                )),
+                "{old}: {}",
+                err(&o)
+            );
+            assert_eq!(raw(key), copied, "{old}: {key} was not rewritten");
+        }
+        assert!(
+            raw(ka).starts_with(b"k8s:enc:aesgcm:v1:gcm2:"),
+            "{old}: a is rewrapped"
+        );
+
+        // verify flags the same two; a second rewrap still refuses them.
+        let o = e.run(Some(&after), &["verify"]);
+        assert!(!o.status.success());
+        for key in [kb, kc] {
+            assert!(
+                out(&o).contains(&format!("FAILED {key}: decrypts to Secret default/a")),
+                "{}",
+                out(&o)
+            );
+        }
+        let o = e.run(Some(&after), &["rewrap"]);
+        assert!(!o.status.success());
+        assert!(
+            out(&o).starts_with("rewrapped 0 of 2 stale secrets"),
+            "{}",
+            out(&o)
+        );
+        assert_eq!((raw(kb), raw(kc)), (copied.clone(), copied), "{old}");
+    }
+}
+
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {

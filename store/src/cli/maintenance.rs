@@ -39,13 +39,24 @@ pub(super) fn rewrap(g: &GlobalArgs, a: RewrapArgs) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "rewrapped {} of {} stale secrets ({} scanned; {} rewritten concurrently by others, {} deleted meanwhile, {} conflicts retried)",
-        r.rewrapped, r.stale, r.scanned, r.rewritten_by_others, r.vanished, r.retries
+        "rewrapped {} of {} stale secrets ({} scanned; {} rewritten concurrently by others, {} deleted meanwhile, {} conflicts retried, {} refused)",
+        r.rewrapped,
+        r.stale,
+        r.scanned,
+        r.rewritten_by_others,
+        r.vanished,
+        r.retries,
+        r.refused.len()
     );
+    for (k, e) in &r.refused {
+        eprintln!(
+            "REFUSED {k}: {e}: left as it is, not rewrapped (restore the Secret from a backup or delete it; `verify` lists it too)"
+        );
+    }
     for (k, e) in &r.failed {
         eprintln!("FAILED {k}: {e}");
     }
-    Ok(if r.failed.is_empty() {
+    Ok(if r.failed.is_empty() && r.refused.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,17 +1,23 @@
 //! The store: what kube-apiserver's registry and storage layer do with a
 //! Secret on every write and read, over any [`StorageEngine`].
 //!
-//! write: prepare (uid, creationTimestamp) → validate → serialize (JSON, as
-//! the apiserver with `--storage-media-type=application/json`) → seal with
-//! the first provider, the etcd key as context → conditional put.
-//! read: get → open with whichever provider matches → decode → the
-//! resourceVersion is the value's mod revision.
+//! write: prepare (uid, creationTimestamp; on update what the stored object
+//! has and the manifest leaves out) → validate → serialize (protobuf, as a
+//! default kube-apiserver, or JSON with `--storage-media-type
+//! application/json`) → seal with the first provider, the etcd key as
+//! context → conditional put. An update whose bytes equal the stored
+//! plaintext (and is not stale) writes nothing, as the apiserver's
+//! `GuaranteedUpdate`.
+//! read: get → open with whichever provider matches → decode (either
+//! format) → the resourceVersion is the value's mod revision.
+//! delete: a Secret with finalizers is only marked (`deletionTimestamp`,
+//! grace period 0) and goes when an update removes the last finalizer.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::k8s::{InvalidError, new_uid};
-use crate::secret::{self, Secret, Warning};
+use crate::secret::{self, Secret, StorageFormat, Warning};
 use crate::storage::{self, Precondition, StorageEngine, StorageError, Versioned};
 use crate::transform::chain::TransformerChain;
 use crate::transform::{EnvelopeInfo, TransformError};
@@ -142,12 +148,36 @@ pub struct Inspection {
     pub mod_revision: u64,
 }
 
+/// A stored value opened and decoded.
+pub struct Decoded {
+    /// The Secret, its resourceVersion set.
+    pub secret: Secret,
+    /// Whether a rewrap would rewrite it (provider, key or key_id).
+    pub stale: bool,
+    /// The format of the plaintext inside the encryption.
+    pub format: StorageFormat,
+    /// The plaintext as stored (wiped on drop).
+    pub plaintext: crate::wipe::Wiped<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoded")
+            .field("secret", &self.secret)
+            .field("stale", &self.stale)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A Secret store over an engine and a provider chain.
 pub struct SecretStore {
     engine: Arc<dyn StorageEngine>,
     chain: Arc<TransformerChain>,
     /// `<etcd prefix>/secrets/`: keys, listings and the encryption context.
     secrets_prefix: String,
+    /// What writes serialize to.
+    format: StorageFormat,
 }
 
 impl SecretStore {
@@ -157,7 +187,21 @@ impl SecretStore {
             engine,
             chain,
             secrets_prefix: SECRETS_PREFIX.to_string(),
+            format: StorageFormat::default(),
         }
+    }
+
+    /// The same store writing `format` (kube-apiserver's
+    /// `--storage-media-type`; protobuf by default). Reads take either.
+    #[must_use]
+    pub fn with_storage_format(mut self, format: StorageFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// What writes serialize to.
+    pub fn storage_format(&self) -> StorageFormat {
+        self.format
     }
 
     /// The same store under another `--etcd-prefix` (as kube-apiserver's
@@ -196,14 +240,26 @@ impl SecretStore {
 
     /// Opens and decodes a stored value.
     pub fn decode(&self, v: &Versioned) -> Result<(Secret, bool), StoreError> {
+        let d = self.open(v)?;
+        Ok((d.secret, d.stale))
+    }
+
+    /// Opens and decodes a stored value, keeping its format and plaintext.
+    pub fn open(&self, v: &Versioned) -> Result<Decoded, StoreError> {
         let opened = self.chain.open(&v.value, &v.key)?;
-        let mut s =
-            Secret::from_storage_bytes(&opened.plaintext).map_err(|source| StoreError::Decode {
-                key: v.key.clone(),
-                source,
-            })?;
-        s.metadata.resource_version = Some(v.mod_revision.to_string());
-        Ok((s, opened.stale))
+        let bad = |source| StoreError::Decode {
+            key: v.key.clone(),
+            source,
+        };
+        let format = StorageFormat::detect(&opened.plaintext).map_err(bad)?;
+        let mut secret = Secret::from_storage_bytes(&opened.plaintext).map_err(bad)?;
+        secret.metadata.resource_version = Some(v.mod_revision.to_string());
+        Ok(Decoded {
+            secret,
+            stale: opened.stale,
+            format,
+            plaintext: opened.plaintext,
+        })
     }
 
     /// Creates a Secret, as the apiserver's POST: prepare, validate,
@@ -223,7 +279,7 @@ impl SecretStore {
         }
         secret::prepare_for_create(&mut s, new_uid(), SystemTime::now());
         let warnings = secret::validate_create(&s)?;
-        let sealed = self.chain.seal(&s.to_storage_json(), &key)?;
+        let sealed = self.chain.seal(&s.to_storage_bytes(self.format), &key)?;
         let rev = self
             .engine
             .put(&key, &sealed, Precondition::Absent)
@@ -250,7 +306,8 @@ impl SecretStore {
                 Ok((Applied::Created, s, warnings))
             }
             Some(v) => {
-                let (old, stale) = self.decode(&v)?;
+                let stored = self.open(&v)?;
+                let (old, stale) = (&stored.secret, stored.stale);
                 if let Some(rv) = s
                     .metadata
                     .resource_version
@@ -263,12 +320,19 @@ impl SecretStore {
                         reason: MODIFIED.into(),
                     });
                 }
-                secret::prepare_for_update(&mut s, &old);
+                secret::prepare_for_update(&mut s, old);
                 s.metadata.resource_version = Some(v.mod_revision.to_string());
-                let warnings = secret::validate_update(&s, &old)?;
-                let plain = s.to_storage_json();
-                if !stale && *plain == *old.to_storage_json() {
-                    return Ok((Applied::Unchanged, old, warnings));
+                let warnings = secret::validate_update(&s, old)?;
+                if s.metadata.is_terminating() && s.metadata.finalizers().is_empty() {
+                    // The last finalizer is gone: the pending delete happens.
+                    self.engine
+                        .delete(&key, Precondition::ModRevision(v.mod_revision))
+                        .map_err(|e| self.conflict_or(e, &s.metadata.name))?;
+                    return Ok((Applied::Configured, s, warnings));
+                }
+                let plain = s.to_storage_bytes(self.format);
+                if !stale && *plain == *stored.plaintext {
+                    return Ok((Applied::Unchanged, stored.secret, warnings));
                 }
                 let sealed = self.chain.seal(&plain, &key)?;
                 let rev = self
@@ -326,17 +390,43 @@ impl SecretStore {
         }
     }
 
-    /// Deletes one Secret.
+    /// Deletes one Secret. One with finalizers is only marked, as the
+    /// apiserver marks it (`deletionTimestamp` now, grace period 0); it goes
+    /// when an update removes its last finalizer. A value that cannot be
+    /// opened is deleted as it is.
     pub fn delete(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
         let key = self.key(namespace, name);
-        if self.engine.delete(&key, Precondition::None)? {
-            Ok(())
+        let not_found = || StoreError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let v = self.engine.get(&key)?.ok_or_else(not_found)?;
+        // A value that does not open (a lost key, garbage) can still go.
+        let Ok(stored) = self.open(&v) else {
+            return if self.engine.delete(&key, Precondition::None)? {
+                Ok(())
+            } else {
+                Err(not_found())
+            };
+        };
+        let mut s = stored.secret;
+        let gone = if s.metadata.finalizers().is_empty() {
+            self.engine
+                .delete(&key, Precondition::ModRevision(v.mod_revision))
+                .map_err(|e| self.conflict_or(e, name))?
+        } else if s.metadata.is_terminating() {
+            true
         } else {
-            Err(StoreError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            })
-        }
+            s.metadata.deletion_timestamp =
+                Some(crate::k8s::time::format_system_time(SystemTime::now()));
+            s.metadata.deletion_grace_period_seconds = Some(0);
+            let sealed = self.chain.seal(&s.to_storage_bytes(self.format), &key)?;
+            self.engine
+                .put(&key, &sealed, Precondition::ModRevision(v.mod_revision))
+                .map_err(|e| self.conflict_or(e, name))?;
+            true
+        };
+        if gone { Ok(()) } else { Err(not_found()) }
     }
 
     /// The envelope facts of one value, without decrypting it.

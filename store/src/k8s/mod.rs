@@ -10,6 +10,7 @@
 //! - `json`: Go's `encoding/json` syntax check and messages;
 //! - `time`: RFC 3339 as `metav1.Time` reads and writes it;
 //! - `quote`: Go's `%q`;
+//! - `raw_json`: JSON kept as bytes (`fieldsV1`), compacted as Go embeds it;
 //! - `uid`: object and request uids.
 
 pub mod base64;
@@ -17,6 +18,7 @@ pub mod field;
 pub(crate) mod json;
 pub mod names;
 mod quote;
+pub(crate) mod raw_json;
 pub(crate) mod time;
 mod uid;
 

@@ -4,6 +4,16 @@
 
 use std::time::{Duration, SystemTime};
 
+/// Go's zero `time.Time` (0001-01-01T00:00:00Z) in Unix seconds: an unset
+/// `metav1.Time`, written as an empty protobuf message and as JSON `null`.
+pub(crate) const GO_ZERO_SECONDS: i64 = -62_135_596_800;
+
+/// 0000-01-01T00:00:00Z: the earliest time `metav1.Time` can write as JSON.
+pub(crate) const MIN_JSON_SECONDS: i64 = -62_167_219_200;
+
+/// 9999-12-31T23:59:59Z: the latest time `metav1.Time` can write as JSON.
+pub(crate) const MAX_JSON_SECONDS: i64 = 253_402_300_799;
+
 /// Days from 1970-01-01 to the proleptic Gregorian date `y-m-d`.
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -213,6 +223,13 @@ mod tests {
             format_go_time_string(1_714_557_600),
             "2024-05-01 10:00:00 +0000 UTC"
         );
+    }
+
+    #[test]
+    fn json_range_and_go_zero() {
+        assert_eq!(format_rfc3339(GO_ZERO_SECONDS), "0001-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(MIN_JSON_SECONDS), "0000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(MAX_JSON_SECONDS), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -25,12 +25,12 @@ pub mod output;
 #[cfg(test)]
 mod validation_table;
 
-pub use codec::{DecodeError, StorageFormat};
+pub use codec::{DecodeError, StorageFormat, UnknownMediaType};
 pub use manifest::{ManifestError, ManifestOptions, parse_manifests, parse_manifests_with};
 pub use model::types;
 pub use model::{
-    ObjectMeta, Secret, SecretValue, Warning, prepare_for_create, prepare_for_update,
-    validate_create, validate_update,
+    ManagedFieldsEntry, ObjectMeta, OwnerReference, Secret, SecretValue, Warning,
+    prepare_for_create, prepare_for_update, validate_create, validate_update,
 };
 pub use output::{
     OutputFormat, UnknownOutputFormat, human_duration, no_resources_message, render, render_list,

@@ -15,8 +15,8 @@ pub(crate) enum Node {
     Null,
     /// `true` / `false`.
     Bool(bool),
-    /// Any number (its value is never needed: no Secret field is numeric).
-    Number,
+    /// Any number, as its text (`generation`, `deletionGracePeriodSeconds`).
+    Number(String),
     /// A string, wiped on drop.
     String(Wiped<String>),
     /// A sequence.
@@ -31,7 +31,7 @@ impl Node {
         match self {
             Node::Null => "null",
             Node::Bool(_) => "a boolean",
-            Node::Number => "a number",
+            Node::Number(_) => "a number",
             Node::String(_) => "a string",
             Node::Seq(_) => "a list",
             Node::Map(_) => "a mapping",
@@ -138,20 +138,20 @@ impl<'de> Visitor<'de> for NodeVisitor {
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
         Ok(Node::Bool(v))
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
-        Ok(Node::Number)
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::Number(v.to_string()))
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
-        Ok(Node::Number)
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Number(v.to_string()))
     }
-    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Node, E> {
-        Ok(Node::Number)
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Node, E> {
+        Ok(Node::Number(v.to_string()))
     }
-    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Node, E> {
-        Ok(Node::Number)
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Node, E> {
+        Ok(Node::Number(v.to_string()))
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
-        Ok(Node::Number)
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
+        Ok(Node::Number(v.to_string()))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
         Ok(Node::String(Wiped::new(v.to_owned())))

@@ -2,12 +2,14 @@
 //!
 //! - `documents`: YAML / JSON documents, `List`s and `SecretList`s, the
 //!   entry points [`parse_manifests`] and [`parse_manifests_with`];
-//! - `secret`: the fields of one Secret (`data`, `stringData`, metadata);
+//! - `secret`: the fields of one Secret (`data`, `stringData`, `type`);
+//! - `metadata`: its `metadata`, every `ObjectMeta` field;
 //! - `fields`: what both share ([`ManifestOptions`], [`ManifestError`],
 //!   locations, strict field checks).
 
 mod documents;
 mod fields;
+mod metadata;
 mod secret;
 
 pub use documents::{parse_manifests, parse_manifests_with};

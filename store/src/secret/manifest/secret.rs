@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::fields::{Location, ManifestError, ManifestOptions, check_fields, opt_string};
-use crate::k8s::{base64 as gobase64, go_quote, time as timefmt};
-use crate::secret::model::{ObjectMeta, SECRET_TYPE_OPAQUE, Secret, SecretValue};
+use super::metadata::{map_entries, read_metadata};
+use crate::k8s::base64 as gobase64;
+use crate::secret::model::{SECRET_TYPE_OPAQUE, Secret, SecretValue};
 use crate::secret::node::Node;
 use crate::wipe::Wiped;
 
@@ -20,26 +21,6 @@ pub(super) const SECRET_FIELDS: [&str; 7] = [
     "type",
     "immutable",
 ];
-const METADATA_KEPT: [&str; 7] = [
-    "name",
-    "namespace",
-    "labels",
-    "annotations",
-    "uid",
-    "resourceVersion",
-    "creationTimestamp",
-];
-/// Server-owned metadata, ignored when read.
-const METADATA_IGNORED: [&str; 5] = [
-    "selfLink",
-    "generation",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "managedFields",
-];
-/// Metadata this store cannot honour; refused when set.
-const METADATA_REFUSED: [&str; 3] = ["generateName", "ownerReferences", "finalizers"];
-
 /// Reads one Secret object (kind and apiVersion already checked).
 pub(super) fn read_secret(
     node: &Node,
@@ -95,144 +76,6 @@ pub(super) fn read_secret(
         type_,
         data,
         immutable,
-    })
-}
-
-/// The entries of an optional mapping field.
-fn map_entries<'a>(
-    node: Option<&'a Node>,
-    path: &str,
-    location: &Location,
-) -> Result<&'a [(String, Node)], ManifestError> {
-    match node {
-        None | Some(Node::Null) => Ok(&[]),
-        Some(Node::Map(entries)) => Ok(entries),
-        Some(other) => Err(location.error(format!(
-            "{path}: expected a mapping, found {}",
-            other.kind()
-        ))),
-    }
-}
-
-/// A mapping of strings (`labels`, `annotations`); null values are empty.
-fn string_map(
-    node: Option<&Node>,
-    path: &str,
-    location: &Location,
-) -> Result<BTreeMap<String, String>, ManifestError> {
-    let mut out = BTreeMap::new();
-    for (key, value) in map_entries(node, path, location)? {
-        let value = match value {
-            Node::Null => String::new(),
-            Node::String(s) => s.to_string(),
-            other => {
-                return Err(location.error(format!(
-                    "{path}[{key}]: expected a string, found {} (quote the value)",
-                    other.kind()
-                )));
-            }
-        };
-        out.insert(key.clone(), value);
-    }
-    Ok(out)
-}
-
-fn read_metadata(
-    node: Option<&Node>,
-    location: &Location,
-    options: &ManifestOptions,
-) -> Result<ObjectMeta, ManifestError> {
-    let node = match node {
-        None | Some(Node::Null) => &Node::Map(Vec::new()),
-        Some(map @ Node::Map(_)) => map,
-        Some(other) => {
-            return Err(location.error(format!(
-                "metadata: expected a mapping, found {}",
-                other.kind()
-            )));
-        }
-    };
-    let Node::Map(entries) = node else {
-        unreachable!("checked above");
-    };
-    for (key, value) in entries {
-        let key = key.as_str();
-        if METADATA_KEPT.contains(&key) || METADATA_IGNORED.contains(&key) {
-            continue;
-        }
-        if METADATA_REFUSED.contains(&key) {
-            let is_set = match value {
-                Node::Null => false,
-                Node::String(s) => !s.is_empty(),
-                Node::Seq(items) => !items.is_empty(),
-                _ => true,
-            };
-            if is_set && !(key == "generateName" && node.get("name").is_some()) {
-                let why = if key == "generateName" {
-                    "this store does not generate names: set metadata.name"
-                } else {
-                    "this store has no garbage collector to honour it: remove the field"
-                };
-                return Err(location.error(format!("metadata.{key}: not supported: {why}")));
-            }
-            continue;
-        }
-        let mut known: Vec<&str> = METADATA_KEPT.to_vec();
-        known.extend(METADATA_IGNORED);
-        known.extend(METADATA_REFUSED);
-        check_fields(
-            &Node::Map(vec![(key.to_owned(), Node::Null)]),
-            &known,
-            "metadata: ",
-            location,
-        )?;
-    }
-    let name = opt_string(node, "name", "metadata.name", location)?.unwrap_or_default();
-    if name.is_empty() {
-        return Err(location.error(
-            "metadata.name: Required value: a Secret needs a name (generateName is not supported)",
-        ));
-    }
-    let namespace = match opt_string(node, "namespace", "metadata.namespace", location)? {
-        None | Some("") => options.default_namespace.clone(),
-        Some(ns) => {
-            if options.enforce_namespace && ns != options.default_namespace {
-                return Err(location.error(format!(
-                    "the namespace from the provided object {} does not match the namespace {}. You must pass '--namespace={ns}' to perform this operation.",
-                    go_quote(ns),
-                    go_quote(&options.default_namespace)
-                )));
-            }
-            ns.to_owned()
-        }
-    };
-    let creation_timestamp =
-        match opt_string(node, "creationTimestamp", "metadata.creationTimestamp", location)? {
-            None => None,
-            Some(text) => Some(timefmt::canonical_rfc3339(text).ok_or_else(|| {
-                location.error(format!(
-                    "metadata.creationTimestamp: {} is not an RFC 3339 time (e.g. \"2024-05-01T10:00:00Z\")",
-                    go_quote(text)
-                ))
-            })?),
-        };
-    Ok(ObjectMeta {
-        name: name.to_owned(),
-        namespace,
-        labels: string_map(node.get("labels"), "metadata.labels", location)?,
-        annotations: string_map(node.get("annotations"), "metadata.annotations", location)?,
-        uid: opt_string(node, "uid", "metadata.uid", location)?
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
-        resource_version: opt_string(
-            node,
-            "resourceVersion",
-            "metadata.resourceVersion",
-            location,
-        )?
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned),
-        creation_timestamp,
     })
 }
 
@@ -310,13 +153,9 @@ mod tests {
             err(&format!("{BASIC}spec: {{}}\n")),
             "document 1 (Secret \"db\"): unknown field \"spec\""
         );
-        assert!(
-            err(&format!("{BASIC}  ownerReferences: [{{}}]\n"))
-                .contains("metadata.ownerReferences: not supported")
-        );
-        // Server-owned metadata is accepted and ignored.
+        // Every ObjectMeta field is accepted.
         one(&format!(
-            "{BASIC}  managedFields: []\n  generation: 3\n  selfLink: /x\n"
+            "{BASIC}  managedFields: []\n  generation: 3\n  selfLink: /x\n  ownerReferences: [{{}}]\n"
         ));
     }
 

@@ -1,15 +1,14 @@
-//! The Secret object as the store keeps it: `metadata`, `type`, `data`,
-//! `immutable`. `stringData` exists only in manifests (it is merged into
-//! `data` while parsing) and never here.
+//! The Secret object as the store keeps it: `metadata` (see `meta`),
+//! `type`, `data`, `immutable`. `stringData` exists only in manifests (it
+//! is merged into `data` while parsing) and never here.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::SystemTime;
 
 use subtle::ConstantTimeEq;
 
+use super::meta::ObjectMeta;
 use super::types::SECRET_TYPE_OPAQUE;
-use crate::k8s::time as timefmt;
 use crate::wipe::Wiped;
 
 /// One value of a Secret's `data`: bytes that are wiped when dropped.
@@ -83,51 +82,6 @@ impl Eq for SecretValue {}
 impl fmt::Debug for SecretValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{} bytes redacted>", self.0.len())
-    }
-}
-
-/// The part of `metav1.ObjectMeta` the store keeps.
-///
-/// Kept: `name`, `namespace`, `labels`, `annotations` and the fields the
-/// server sets (`uid`, `resourceVersion`, `creationTimestamp`). Not kept:
-/// `generateName` (refused in manifests: this store does not generate
-/// names), `ownerReferences` and `finalizers` (refused in manifests: there is
-/// no garbage collector here), `selfLink`, `generation`, `deletionTimestamp`,
-/// `deletionGracePeriodSeconds` and `managedFields` (server-owned; ignored
-/// when read).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ObjectMeta {
-    /// `metadata.name`: an RFC 1123 subdomain of at most 253 bytes.
-    pub name: String,
-    /// `metadata.namespace`: an RFC 1123 label; manifests without one get
-    /// [`DEFAULT_NAMESPACE`](super::types::DEFAULT_NAMESPACE).
-    pub namespace: String,
-    /// `metadata.labels`.
-    pub labels: BTreeMap<String, String>,
-    /// `metadata.annotations`.
-    pub annotations: BTreeMap<String, String>,
-    /// `metadata.uid`, set on create.
-    pub uid: Option<String>,
-    /// `metadata.resourceVersion`: the store's version of the object. It is
-    /// never written into the stored bytes (the apiserver clears it too).
-    pub resource_version: Option<String>,
-    /// `metadata.creationTimestamp` in RFC 3339, UTC, whole seconds
-    /// (`2024-05-01T10:00:00Z`), set on create.
-    pub creation_timestamp: Option<String>,
-}
-
-impl ObjectMeta {
-    /// Sets `creationTimestamp` to `when`, truncated to whole seconds as the
-    /// apiserver stores it.
-    pub fn set_creation_time(&mut self, when: SystemTime) {
-        self.creation_timestamp = Some(timefmt::format_system_time(when));
-    }
-
-    /// `creationTimestamp` as a time, when it is set and well formed.
-    pub fn creation_time(&self) -> Option<SystemTime> {
-        let text = self.creation_timestamp.as_deref()?;
-        let (seconds, nanos) = timefmt::parse_rfc3339(text)?;
-        timefmt::to_system_time(seconds, nanos)
     }
 }
 
@@ -226,20 +180,5 @@ mod tests {
         s.data.insert("b".into(), SecretValue::from("45"));
         assert_eq!(s.data_size(), 5);
         assert_eq!(s.qualified_name(), "ns/x");
-    }
-
-    #[test]
-    fn creation_time_round_trips_in_whole_seconds() {
-        let mut m = ObjectMeta::default();
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_714_557_600_250);
-        m.set_creation_time(t);
-        assert_eq!(
-            m.creation_timestamp.as_deref(),
-            Some("2024-05-01T10:00:00Z")
-        );
-        assert_eq!(
-            m.creation_time(),
-            Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_714_557_600))
-        );
     }
 }

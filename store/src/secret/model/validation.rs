@@ -19,6 +19,8 @@
 //!   (either may be empty); ssh-auth needs a non-empty `ssh-privatekey`;
 //!   tls needs `tls.crt` and `tls.key` (either may be empty); `Opaque`,
 //!   bootstrap tokens and custom types: nothing.
+//! - the other `ObjectMeta` fields (owner references, finalizers, managed
+//!   fields, generation, deletion): `meta_validation`;
 //! - update: `metadata.resourceVersion` must be set; name, namespace, uid
 //!   and creationTimestamp never change; `type` never changes; when the old
 //!   Secret is immutable, `immutable` must stay true and `data` must not
@@ -27,6 +29,7 @@
 //! A Secret value never appears in a message: a bad dockercfg prints
 //! `"<secret contents redacted>"` as the apiserver does.
 
+use super::meta_validation::{validate_meta_fields, validate_meta_update_fields};
 use super::object::Secret;
 use super::types::*;
 use super::warnings::{Warning, warnings_for};
@@ -182,6 +185,7 @@ fn validate_metadata(secret: &Secret) -> Vec<FieldError> {
         }
     }
     errors.extend(validate_labels_and_annotations(secret));
+    errors.extend(validate_meta_fields(meta));
     errors
 }
 
@@ -257,6 +261,7 @@ fn validate_metadata_update(new: &Secret, old: &Secret) -> Vec<FieldError> {
             immutable,
         ));
     }
+    errors.extend(validate_meta_update_fields(n, o));
     errors.extend(validate_labels_and_annotations(new));
     errors
 }

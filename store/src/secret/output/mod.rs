@@ -16,11 +16,11 @@
 //! YAML and JSON contain the secret data, as kubectl's do: they come back in
 //! a buffer that is wiped when dropped.
 
+mod tree;
 mod yaml;
 mod yaml_style;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
@@ -28,6 +28,7 @@ use std::time::SystemTime;
 use crate::k8s::base64 as gobase64;
 use crate::secret::model::Secret;
 use crate::wipe::Wiped;
+use tree::object_tree;
 use yaml::{YamlValue, YamlWriter};
 
 /// An output format (`-o`).
@@ -163,91 +164,16 @@ fn estimate(secrets: &[Secret]) -> usize {
                     .chain(&s.metadata.labels)
                     .map(|(k, v)| 16 + 2 * (k.len() + v.len()))
                     .sum::<usize>()
+                + s.metadata
+                    .managed_fields()
+                    .iter()
+                    .map(|m| 256 + 4 * m.fields_v1.as_ref().map_or(0, String::len))
+                    .sum::<usize>()
+                + 256 * s.metadata.owner_references().len()
+                + 64 * s.metadata.finalizers().len()
         })
         .sum::<usize>()
         + 256
-}
-
-fn string_map_tree(map: &BTreeMap<String, String>) -> YamlValue<'_> {
-    YamlValue::Map(
-        map.iter()
-            .map(|(k, v)| {
-                (
-                    Cow::Borrowed(k.as_str()),
-                    YamlValue::Str(Cow::Borrowed(v.as_str())),
-                )
-            })
-            .collect(),
-    )
-}
-
-/// The object as the apiserver returns it, keys in any order.
-fn object_tree(secret: &Secret) -> YamlValue<'_> {
-    let meta = &secret.metadata;
-    let mut metadata = vec![
-        (
-            Cow::Borrowed("name"),
-            YamlValue::Str(Cow::Borrowed(meta.name.as_str())),
-        ),
-        (
-            Cow::Borrowed("creationTimestamp"),
-            match meta.creation_timestamp.as_deref() {
-                Some(ts) => YamlValue::Str(Cow::Borrowed(ts)),
-                None => YamlValue::Null,
-            },
-        ),
-    ];
-    if !meta.namespace.is_empty() {
-        metadata.push((
-            Cow::Borrowed("namespace"),
-            YamlValue::Str(Cow::Borrowed(meta.namespace.as_str())),
-        ));
-    }
-    for (key, value) in [
-        ("resourceVersion", &meta.resource_version),
-        ("uid", &meta.uid),
-    ] {
-        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-            metadata.push((Cow::Borrowed(key), YamlValue::Str(Cow::Borrowed(v))));
-        }
-    }
-    if !meta.labels.is_empty() {
-        metadata.push((Cow::Borrowed("labels"), string_map_tree(&meta.labels)));
-    }
-    if !meta.annotations.is_empty() {
-        metadata.push((
-            Cow::Borrowed("annotations"),
-            string_map_tree(&meta.annotations),
-        ));
-    }
-    let mut root = vec![
-        (Cow::Borrowed("apiVersion"), YamlValue::Str("v1".into())),
-        (Cow::Borrowed("kind"), YamlValue::Str("Secret".into())),
-        (Cow::Borrowed("metadata"), YamlValue::Map(metadata)),
-    ];
-    if !secret.data.is_empty() {
-        let data = secret
-            .data
-            .iter()
-            .map(|(k, v)| {
-                (
-                    Cow::Borrowed(k.as_str()),
-                    YamlValue::Secret(Wiped::new(gobase64::encode(v.expose()))),
-                )
-            })
-            .collect();
-        root.push((Cow::Borrowed("data"), YamlValue::Map(data)));
-    }
-    if let Some(immutable) = secret.immutable {
-        root.push((Cow::Borrowed("immutable"), YamlValue::Bool(immutable)));
-    }
-    if !secret.type_.is_empty() {
-        root.push((
-            Cow::Borrowed("type"),
-            YamlValue::Str(Cow::Borrowed(secret.type_.as_str())),
-        ));
-    }
-    YamlValue::Map(root)
 }
 
 fn print_tree(tree: &YamlValue<'_>, format: OutputFormat, capacity: usize) -> Wiped<String> {
@@ -273,6 +199,7 @@ fn push_json(out: &mut String, value: &YamlValue<'_>, depth: usize) {
         YamlValue::Str(s) => crate::secret::codec::push_json_string(out, s),
         YamlValue::Secret(s) => crate::secret::codec::push_json_string(out, s),
         YamlValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        YamlValue::Number(n) => out.push_str(n),
         YamlValue::Null => out.push_str("null"),
         YamlValue::Map(entries) if entries.is_empty() => out.push_str("{}"),
         YamlValue::Seq(items) if items.is_empty() => out.push_str("[]"),

@@ -26,6 +26,8 @@ pub(crate) enum YamlValue<'a> {
     Secret(Wiped<String>),
     /// `true` / `false`.
     Bool(bool),
+    /// A number, as its text (`generation: 3`).
+    Number(String),
     /// `null`.
     Null,
     /// A mapping; sorted when printed.
@@ -221,6 +223,11 @@ impl YamlWriter {
             YamlValue::Str(s) => self.string_value(s, indent),
             YamlValue::Secret(s) => self.string_value(s, indent),
             YamlValue::Bool(b) => self.push_str(if *b { " true\n" } else { " false\n" }),
+            YamlValue::Number(n) => {
+                self.push(' ');
+                self.push_str(n);
+                self.push('\n');
+            }
             YamlValue::Null => self.push_str(" null\n"),
             YamlValue::Map(entries) if entries.is_empty() => self.push_str(" {}\n"),
             YamlValue::Seq(items) if items.is_empty() => self.push_str(" []\n"),

@@ -205,17 +205,25 @@ impl Plugin {
         envs: &[(&str, &str)],
         port: u16,
     ) -> Plugin {
+        let mut all = vec!["--keyring", ring.to_str().unwrap()];
+        all.extend_from_slice(extra);
+        Plugin::spawn_flags(sock, log, &all, envs, port)
+    }
+
+    /// Starts `serve` without waiting with exactly `flags` (no `--keyring`
+    /// unless given: for backends that keep no ring), its health endpoint
+    /// on `port`.
+    pub fn spawn_flags(
+        sock: &Path,
+        log: &Path,
+        flags: &[&str],
+        envs: &[(&str, &str)],
+        port: u16,
+    ) -> Plugin {
+        let extra = flags;
         let listen = format!("unix://{}", sock.display());
         let health = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            "serve",
-            "--listen-addr",
-            &listen,
-            "--keyring",
-            ring.to_str().unwrap(),
-            "--health-addr",
-            &health,
-        ];
+        let mut args = vec!["serve", "--listen-addr", &listen, "--health-addr", &health];
         args.extend_from_slice(extra);
         let logf = std::fs::OpenOptions::new()
             .create(true)

@@ -64,6 +64,9 @@ pub enum Fault {
     /// The backend cannot serve right now (TPM gone, token removed, server
     /// unreachable); the caller may retry.
     Unavailable,
+    /// The key service refuses this plugin the operation (a policy, a
+    /// revoked token): an operator must grant it; retrying will not help.
+    Denied,
     /// Anything else: a bug, a broken ring, a refused device command.
     Internal,
 }
@@ -96,6 +99,10 @@ pub enum BackendError {
     /// The backend cannot be reached right now, and why.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The key service refused the operation (its policy, the credential),
+    /// and why.
+    #[error("permission denied by the key service: {0}")]
+    Denied(String),
     /// The TPM failed (its error says whether it is reachable).
     #[error(transparent)]
     Tpm(#[from] tpm::TpmError),
@@ -124,6 +131,7 @@ impl BackendError {
             | BackendError::Malformed(_)
             | BackendError::TooLarge { .. } => Fault::Request,
             BackendError::Unavailable(_) => Fault::Unavailable,
+            BackendError::Denied(_) => Fault::Denied,
             BackendError::Tpm(e) if e.is_unavailable() => Fault::Unavailable,
             BackendError::Tpm(_)
             | BackendError::Keyring(_)

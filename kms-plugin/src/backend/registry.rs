@@ -22,8 +22,17 @@ pub(crate) struct MintRequest<'a> {
     pub like: Option<&'a KeyEntry>,
 }
 
-/// Opens the serving backend over the ring in a directory.
-pub(crate) type OpenFn = fn(&Path, &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError>;
+/// Opens the serving backend (over the ring in a directory, for the
+/// backends that keep one).
+pub(crate) type OpenFn =
+    fn(Option<&Path>, &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError>;
+/// The ring directory a ring backend was opened with.
+pub(crate) fn ring_dir(dir: Option<&Path>) -> Result<&Path, BackendError> {
+    dir.ok_or_else(|| {
+        BackendError::Config("keyring is required (e.g. --keyring /var/lib/kms-plugin)".into())
+    })
+}
+
 /// Makes the minter `key init|add|rotate` create keys with.
 pub(crate) type MinterFn = fn(&MintRequest<'_>) -> Result<Box<dyn KeyMinter>, BackendError>;
 
@@ -33,6 +42,10 @@ pub(crate) struct BackendRow {
     pub name: &'static str,
     /// One line for `--help` and messages.
     pub summary: &'static str,
+    /// Whether its keys are listed in a key ring file (`--keyring`): false
+    /// for a backend whose keys live in the service it talks to, which the
+    /// `key` commands do not manage.
+    pub ring: bool,
     /// Every option it reads.
     pub options: &'static [OptionSpec],
     /// What still holds a retired key's material (printed by `key retire`,
@@ -98,10 +111,10 @@ pub(crate) fn lookup(name: &str) -> Result<&'static BackendRow, String> {
     row(name).ok_or_else(|| format!("{name:?} is not valid: choose {}", choices()))
 }
 
-/// Opens the serving backend `row` over the ring in `dir`.
+/// Opens the serving backend `row` (over the ring in `dir`, when it keeps one).
 pub(crate) fn open(
     row: &BackendRow,
-    dir: &Path,
+    dir: Option<&Path>,
     connect: &ConnectOptions,
 ) -> Result<Arc<dyn KeyBackend>, BackendError> {
     connect

@@ -88,8 +88,8 @@ struct FileConfig {
 pub struct ServeConfig {
     /// Where to listen.
     pub listen: Endpoint,
-    /// Key ring directory.
-    pub keyring: PathBuf,
+    /// Key ring directory (for the backends that keep one).
+    pub keyring: Option<PathBuf>,
     /// Backend.
     pub backend: &'static BackendRow,
     /// The backend's options.
@@ -236,22 +236,34 @@ impl ServeConfig {
         })?;
         let listen = Endpoint::parse(&listen_s).map_err(ConfigError::ListenAddr)?;
 
-        let keyring = args
-            .keyring
-            .clone()
-            .or(file.keyring)
-            .ok_or(ConfigError::Missing {
-                key: "keyring",
-                example: "--keyring /var/lib/kms-plugin",
-            })?;
-        if keyring.as_os_str().is_empty() {
-            return Err(bad("keyring", "", "must not be empty"));
-        }
-
         let backend = match pick(&args.backend, file.backend) {
             Some(b) => registry::row(&b)
                 .ok_or_else(|| bad("backend", &b, format!("choose {}", registry::choices())))?,
             None => registry::default_row(),
+        };
+        let keyring = args.keyring.clone().or(file.keyring);
+        let keyring = match (keyring, backend.ring) {
+            (Some(k), true) if k.as_os_str().is_empty() => {
+                return Err(bad("keyring", "", "must not be empty"));
+            }
+            (Some(k), true) => Some(k),
+            (None, true) => {
+                return Err(ConfigError::Missing {
+                    key: "keyring",
+                    example: "--keyring /var/lib/kms-plugin",
+                });
+            }
+            (Some(k), false) => {
+                return Err(bad(
+                    "keyring",
+                    &k.display().to_string(),
+                    format!(
+                        "backend {} keeps no key ring (its keys live in the service it talks to)",
+                        backend.name
+                    ),
+                ));
+            }
+            (None, false) => None,
         };
         let connect = args.connect.clone().with_fallbacks(&file_opts);
         connect
@@ -523,7 +535,7 @@ mod tests {
         };
         let c = ServeConfig::resolve(&a).unwrap();
         assert_eq!(c.listen.to_string(), "unix:///from/file.sock");
-        assert_eq!(c.keyring, PathBuf::from("/file/ring"));
+        assert_eq!(c.keyring, Some(PathBuf::from("/file/ring")));
         assert_eq!(c.timeout, Duration::from_secs(2));
         assert_eq!(c.health_addr.unwrap().port(), 9000);
 

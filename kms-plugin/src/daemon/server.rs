@@ -50,7 +50,7 @@ pub fn prepare(cfg: ServeConfig) -> anyhow::Result<Prepared> {
     if let Err(e) = crate::hardening::disable_core_dumps() {
         tracing::warn!(error = %e, "could not disable core dumps");
     }
-    let backend = registry::open(cfg.backend, &cfg.keyring, &cfg.connect)?;
+    let backend = registry::open(cfg.backend, cfg.keyring.as_deref(), &cfg.connect)?;
     let health_listener = cfg.health_addr.map(|a| match bind_health(a) {
         Ok(l) => HealthListener::Bound(l),
         Err(e) => HealthListener::Retry(a, e),

@@ -139,6 +139,7 @@ fn to_failure(e: &BackendError) -> Failure {
         }
         (Fault::Request, _) => (Status::invalid_argument(e.to_string()), None),
         (Fault::Unavailable, _) => (Status::unavailable(e.to_string()), None),
+        (Fault::Denied, _) => (Status::permission_denied(e.to_string()), None),
         (Fault::Internal, _) => (
             Status::internal("internal error in the KMS plugin; see its log"),
             Some(error_chain(e)),

@@ -25,6 +25,7 @@ const KCV_BLOCK: &[u8; 16] = b"kms-plugin/kcv01";
 /// The registry row.
 pub(crate) const ROW: BackendRow = BackendRow {
     name: NAME,
+    ring: true,
     summary: "KEKs in the key ring file (mode 0600), unwrapped into locked memory",
     options: &[],
     retirement: "the key is gone from the ring file, and the previous file's blocks were overwritten with zeros (best effort: SSDs, copy-on-write filesystems and snapshots may keep copies). Every copy of the ring made before now still holds it: the other nodes' rings (retire it there too), backups and exports; destroy or expire those to destroy the key",
@@ -34,7 +35,8 @@ pub(crate) const ROW: BackendRow = BackendRow {
     minter: |_| Ok(Box::new(SoftwareMinter)),
 };
 
-fn open(dir: &Path, _: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {
+fn open(dir: Option<&Path>, _: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {
+    let dir = crate::backend::registry::ring_dir(dir)?;
     Ok(Arc::new(SoftwareBackend::open(dir, SoftwareKeys)?))
 }
 

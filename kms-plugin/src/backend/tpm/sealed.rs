@@ -44,6 +44,7 @@ pub const NAME: &str = "tpm-sealed";
 /// The registry row.
 pub(crate) const ROW: BackendRow = BackendRow {
     name: NAME,
+    ring: true,
     summary: "KEKs sealed by a TPM 2.0, unsealed once into locked memory",
     options: super::OPTIONS,
     retirement: "the sealed blob is gone from the ring file (its old blocks overwritten with zeros, best effort). This TPM can still unseal any earlier copy of the blob (ring backups; other nodes' rings hold their own copies: retire it there too) for as long as its storage key exists: only clearing the TPM's owner hierarchy destroys that, with every other key of the TPM",
@@ -53,7 +54,8 @@ pub(crate) const ROW: BackendRow = BackendRow {
     minter,
 };
 
-fn open(dir: &Path, o: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {
+fn open(dir: Option<&Path>, o: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {
+    let dir = crate::backend::registry::ring_dir(dir)?;
     let worker = super::worker(o, NAME)?;
     Ok(Arc::new(SealedBackend::open(dir, SealedKeys { worker })?))
 }

@@ -55,6 +55,7 @@ const HMAC: &str = "hmac";
 /// The registry row.
 pub(crate) const ROW: BackendRow = BackendRow {
     name: NAME,
+    ring: true,
     summary: "KEKs that never leave the TPM 2.0; every wrap and unwrap runs in it",
     options: super::OPTIONS,
     retirement: "the key's two TPM objects are gone from the ring file (its old blocks overwritten with zeros, best effort); they were never persistent in the TPM. This TPM can still load any earlier copy of them (ring backups; other nodes' rings hold their own copies: retire it there too) for as long as its storage key exists: only clearing the TPM's owner hierarchy destroys that, with every other key of the TPM",
@@ -64,7 +65,8 @@ pub(crate) const ROW: BackendRow = BackendRow {
     minter,
 };
 
-fn open(dir: &Path, o: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {
+fn open(dir: Option<&Path>, o: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {
+    let dir = crate::backend::registry::ring_dir(dir)?;
     let worker = super::worker(o, NAME)?;
     let backend = ResidentBackend::open(
         dir,

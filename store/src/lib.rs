@@ -11,6 +11,7 @@ pub mod k8s;
 pub mod migrate;
 pub mod placement;
 mod progress;
+mod protowire;
 pub mod rand;
 pub mod rewrap;
 pub mod runtime;

@@ -106,6 +106,31 @@ pub struct GlobalArgs {
     /// (refused by default; a new one is created 0700).
     #[arg(long, global = true)]
     pub allow_shared_dir: bool,
+    /// What Secrets are serialized to inside the encryption, as kube-apiserver's
+    /// --storage-media-type: application/vnd.kubernetes.protobuf (the default, as a default
+    /// kube-apiserver) or application/json. Reads take both. `rewrap` converts every value
+    /// to TYPE when given, and keeps each value's format when not.
+    #[arg(
+        long,
+        global = true,
+        env = "SECRET_STORE_STORAGE_MEDIA_TYPE",
+        value_name = "TYPE"
+    )]
+    pub storage_media_type: Option<crate::secret::StorageFormat>,
+    /// Read an etcd v3 snapshot file (`etcdctl snapshot save` output) instead of a live
+    /// store, read-only and without etcd: get, list, inspect and verify check a backup
+    /// offline. Its SHA-256 trailer is checked. Instead of --db and --etcd-endpoints.
+    #[arg(
+        long,
+        global = true,
+        env = "SECRET_STORE_ETCD_SNAPSHOT",
+        value_name = "FILE"
+    )]
+    pub etcd_snapshot: Option<PathBuf>,
+    /// With --etcd-snapshot: also read a bare bbolt file without the SHA-256 trailer
+    /// (an etcd member's member/snap/db), as `etcdctl snapshot restore --skip-hash-check`.
+    #[arg(long, global = true)]
+    pub etcd_snapshot_skip_hash_check: bool,
 }
 
 impl Default for GlobalArgs {
@@ -122,6 +147,9 @@ impl Default for GlobalArgs {
             allow_plaintext: false,
             sync_writes: false,
             allow_shared_dir: false,
+            storage_media_type: None,
+            etcd_snapshot: None,
+            etcd_snapshot_skip_hash_check: false,
         }
     }
 }

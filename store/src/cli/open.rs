@@ -8,6 +8,7 @@ use super::GlobalArgs;
 use crate::encryption_config::EncryptionConfiguration;
 use crate::storage::etcd::{EtcdConfig, EtcdTls, split_endpoints};
 use crate::storage::private_dir::{self, SharedDir};
+use crate::storage::snapshot::HashCheck;
 use crate::storage::{EngineSpec, StorageEngine};
 use crate::store::SecretStore;
 use crate::transform::chain::TransformerChain;
@@ -47,12 +48,30 @@ pub fn etcd_config(g: &GlobalArgs, endpoints: &str) -> anyhow::Result<EtcdConfig
 /// The engine named by the flags: exactly one of `--db` and
 /// `--etcd-endpoints`.
 pub fn engine_spec(g: &GlobalArgs) -> anyhow::Result<EngineSpec> {
+    if let Some(path) = &g.etcd_snapshot {
+        anyhow::ensure!(
+            g.db.is_none() && g.etcd_endpoints.is_none(),
+            "--etcd-snapshot reads a snapshot file instead of a store: drop --db / --etcd-endpoints (or SECRET_STORE_DB / SECRET_STORE_ETCD_ENDPOINTS)"
+        );
+        return Ok(EngineSpec::Snapshot {
+            path: path.clone(),
+            check: if g.etcd_snapshot_skip_hash_check {
+                HashCheck::SkipIfMissing
+            } else {
+                HashCheck::Require
+            },
+        });
+    }
+    anyhow::ensure!(
+        !g.etcd_snapshot_skip_hash_check,
+        "--etcd-snapshot-skip-hash-check needs --etcd-snapshot FILE"
+    );
     match (&g.db, &g.etcd_endpoints) {
         (Some(_), Some(_)) => anyhow::bail!(
             "both --db (or SECRET_STORE_DB) and --etcd-endpoints (or SECRET_STORE_ETCD_ENDPOINTS) are set: choose one engine"
         ),
         (None, None) => anyhow::bail!(
-            "no store: pass --db DIR for RocksDB (or set SECRET_STORE_DB), or --etcd-endpoints URLS for etcd (or set SECRET_STORE_ETCD_ENDPOINTS)"
+            "no store: pass --db DIR for RocksDB (or set SECRET_STORE_DB), --etcd-endpoints URLS for etcd (or set SECRET_STORE_ETCD_ENDPOINTS), or --etcd-snapshot FILE to read a backup"
         ),
         (Some(dir), None) => {
             anyhow::ensure!(
@@ -115,7 +134,8 @@ pub fn open_chain(g: &GlobalArgs, access: Access) -> anyhow::Result<Arc<Transfor
 pub fn open_store(g: &GlobalArgs, access: Access) -> anyhow::Result<SecretStore> {
     let engine = open_engine(g)?;
     let chain = open_chain(g, access)?;
-    SecretStore::new(engine, chain)
+    Ok(SecretStore::new(engine, chain)
         .with_etcd_prefix(&g.etcd_prefix)
-        .map_err(anyhow::Error::msg)
+        .map_err(anyhow::Error::msg)?
+        .with_storage_format(g.storage_media_type.unwrap_or_default()))
 }

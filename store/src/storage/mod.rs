@@ -12,6 +12,7 @@ mod open;
 pub mod private_dir;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
+pub mod snapshot;
 
 pub use open::EngineSpec;
 
@@ -115,6 +116,9 @@ pub enum StorageError {
     /// member's answer.
     #[error("{0}")]
     Rejected(String),
+    /// The engine does not take writes (an etcd snapshot file).
+    #[error("{0}")]
+    ReadOnly(String),
     /// The engine was left out of this build (its cargo feature is off).
     #[error("this secret-store was built without the {0} engine (cargo feature {0:?})")]
     NotBuilt(&'static str),

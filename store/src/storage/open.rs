@@ -21,6 +21,13 @@ pub enum EngineSpec {
     },
     /// An etcd cluster.
     Etcd(EtcdConfig),
+    /// An etcd snapshot file, read-only.
+    Snapshot {
+        /// The file `etcdctl snapshot save` wrote.
+        path: PathBuf,
+        /// Whether a missing SHA-256 trailer is accepted.
+        check: super::snapshot::HashCheck,
+    },
 }
 
 impl std::fmt::Display for EngineSpec {
@@ -28,6 +35,7 @@ impl std::fmt::Display for EngineSpec {
         match self {
             EngineSpec::Rocks { dir, .. } => write!(f, "rocksdb:{}", dir.display()),
             EngineSpec::Etcd(c) => write!(f, "etcd:{}", c.endpoints_list()),
+            EngineSpec::Snapshot { path, .. } => write!(f, "etcd-snapshot:{}", path.display()),
         }
     }
 }
@@ -46,6 +54,9 @@ impl EngineSpec {
             EngineSpec::Etcd(c) => Ok(Arc::new(super::etcd::EtcdEngine::open(c)?)),
             #[cfg(not(feature = "etcd"))]
             EngineSpec::Etcd(_) => Err(StorageError::NotBuilt("etcd")),
+            EngineSpec::Snapshot { path, check } => Ok(Arc::new(
+                super::snapshot::SnapshotEngine::open(path, *check)?,
+            )),
         }
     }
 }

@@ -12,9 +12,11 @@
 
 use std::collections::BTreeMap;
 
-use super::wire::{Names, Reader, Value, WireError, expect_bytes, expect_string, expect_varint};
 use crate::k8s::raw_json;
 use crate::k8s::time as timefmt;
+use crate::protowire::{
+    Names, Reader, Value, WireError, expect_bytes, expect_string, expect_varint,
+};
 use crate::secret::DecodeError;
 use crate::secret::model::{
     ManagedFieldsEntry, ObjectMeta, OwnerReference, SECRET_TYPE_OPAQUE, Secret, SecretValue,

@@ -8,8 +8,8 @@
 //! the upstream storage codec's output for the same object.
 
 use super::PROTOBUF_MAGIC;
-use super::wire::{Counter, Sink, bytes_field, message_field, varint_field};
 use crate::k8s::time as timefmt;
+use crate::protowire::{Counter, Sink, bytes_field, message_field, varint_field};
 use crate::secret::model::{ManagedFieldsEntry, ObjectMeta, OwnerReference, Secret};
 use crate::wipe::Wiped;
 

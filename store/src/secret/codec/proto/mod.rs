@@ -4,13 +4,12 @@
 //! `k8s.io.api.core.v1.Secret` with its whole `ObjectMeta`; the layout,
 //! field by field, is `../shared/vectors/PROTOBUF.md`.
 //!
-//! - `wire`: varints, tags, the reader that skips unknown fields;
+//! - [`crate::protowire`]: varints, tags, the reader that skips unknown fields;
 //! - `encode`: the gogo marshallers' output, byte for byte;
 //! - `decode`: the gogo `Unmarshal` rules, every error naming its field.
 
 mod decode;
 mod encode;
-mod wire;
 
 pub(crate) use decode::decode;
 pub(crate) use encode::encode;

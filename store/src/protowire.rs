@@ -1,5 +1,5 @@
 //! The protobuf wire format, as far as the apiserver's gogo-generated code
-//! uses it: base-128 varints, tags, length-delimited fields, and skipping
+//! and etcd's `mvccpb.KeyValue` use it: base-128 varints, tags, length-delimited fields, and skipping
 //! the fields a reader does not know (groups included) the way
 //! `skipGenerated` does. Writing goes to a [`Sink`], which either counts or
 //! appends, so every message is written by one function and measured by
@@ -8,20 +8,20 @@
 use std::fmt;
 
 /// Wire type 0: varint.
-pub(super) const VARINT: u8 = 0;
+pub(crate) const VARINT: u8 = 0;
 /// Wire type 2: length-delimited.
-pub(super) const LEN: u8 = 2;
+pub(crate) const LEN: u8 = 2;
 
 /// Where encoded bytes go: a counter (for the lengths nested messages need
 /// before their content) or a buffer.
-pub(super) trait Sink {
+pub(crate) trait Sink {
     /// Appends `bytes`.
     fn put(&mut self, bytes: &[u8]);
 }
 
 /// Counts what would be written.
 #[derive(Default)]
-pub(super) struct Counter(pub(super) usize);
+pub(crate) struct Counter(pub(crate) usize);
 
 impl Sink for Counter {
     fn put(&mut self, bytes: &[u8]) {
@@ -36,7 +36,7 @@ impl Sink for Vec<u8> {
 }
 
 /// Appends `v` as a varint.
-pub(super) fn varint(out: &mut dyn Sink, mut v: u64) {
+pub(crate) fn varint(out: &mut dyn Sink, mut v: u64) {
     let mut buf = [0u8; 10];
     let mut n = 0;
     while v >= 0x80 {
@@ -49,25 +49,25 @@ pub(super) fn varint(out: &mut dyn Sink, mut v: u64) {
 }
 
 /// Appends the tag of field `number` with wire type `wire`.
-pub(super) fn tag(out: &mut dyn Sink, number: u32, wire: u8) {
+pub(crate) fn tag(out: &mut dyn Sink, number: u32, wire: u8) {
     varint(out, (u64::from(number) << 3) | u64::from(wire));
 }
 
 /// A length-delimited field holding `bytes`.
-pub(super) fn bytes_field(out: &mut dyn Sink, number: u32, bytes: &[u8]) {
+pub(crate) fn bytes_field(out: &mut dyn Sink, number: u32, bytes: &[u8]) {
     tag(out, number, LEN);
     varint(out, bytes.len() as u64);
     out.put(bytes);
 }
 
 /// A varint field (int64, int32 and bool are all two's complement varints).
-pub(super) fn varint_field(out: &mut dyn Sink, number: u32, v: u64) {
+pub(crate) fn varint_field(out: &mut dyn Sink, number: u32, v: u64) {
     tag(out, number, VARINT);
     varint(out, v);
 }
 
 /// A nested message written by `write` (called twice: once to measure it).
-pub(super) fn message_field(out: &mut dyn Sink, number: u32, write: &dyn Fn(&mut dyn Sink)) {
+pub(crate) fn message_field(out: &mut dyn Sink, number: u32, write: &dyn Fn(&mut dyn Sink)) {
     let mut len = Counter::default();
     write(&mut len);
     tag(out, number, LEN);
@@ -78,13 +78,13 @@ pub(super) fn message_field(out: &mut dyn Sink, number: u32, write: &dyn Fn(&mut
 /// What is wrong, at which field (the path is built on the way out, the
 /// innermost field first).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct WireError {
+pub(crate) struct WireError {
     path: Vec<String>,
     problem: String,
 }
 
 impl WireError {
-    pub(super) fn new(problem: impl Into<String>) -> Self {
+    pub(crate) fn new(problem: impl Into<String>) -> Self {
         WireError {
             path: Vec::new(),
             problem: problem.into(),
@@ -92,7 +92,7 @@ impl WireError {
     }
 
     /// The same error, inside field `name`.
-    pub(super) fn within(mut self, name: impl Into<String>) -> Self {
+    pub(crate) fn within(mut self, name: impl Into<String>) -> Self {
         self.path.push(name.into());
         self
     }
@@ -116,7 +116,7 @@ impl fmt::Display for WireError {
 }
 
 /// One field's value as read.
-pub(super) enum Value<'a> {
+pub(crate) enum Value<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
     /// Fixed-width or group: skipped by every message here.
@@ -136,10 +136,10 @@ fn wire_name(wire: u8) -> &'static str {
 }
 
 /// The names of a message's fields, for errors (`(number, name)`).
-pub(super) type Names = &'static [(u32, &'static str)];
+pub(crate) type Names = &'static [(u32, &'static str)];
 
 /// Reads the fields of one message.
-pub(super) struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     names: Names,
@@ -147,7 +147,7 @@ pub(super) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// A reader of `buf`, a message whose fields are called `names`.
-    pub(super) fn new(buf: &'a [u8], names: Names) -> Self {
+    pub(crate) fn new(buf: &'a [u8], names: Names) -> Self {
         Reader { buf, pos: 0, names }
     }
 
@@ -211,7 +211,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field: its number, wire type and value; `None` at the end.
-    pub(super) fn next(&mut self) -> Result<Option<(u32, u8, Value<'a>)>, WireError> {
+    pub(crate) fn next(&mut self) -> Result<Option<(u32, u8, Value<'a>)>, WireError> {
         if self.pos == self.buf.len() {
             return Ok(None);
         }
@@ -253,7 +253,7 @@ impl<'a> Reader<'a> {
 }
 
 /// The error for a known field sent with another wire type.
-pub(super) fn wrong_wire(name: &str, got: u8, want: u8) -> WireError {
+pub(crate) fn wrong_wire(name: &str, got: u8, want: u8) -> WireError {
     WireError::new(format!(
         "wrong wire type {} ({}), expected {} ({})",
         got,
@@ -265,7 +265,7 @@ pub(super) fn wrong_wire(name: &str, got: u8, want: u8) -> WireError {
 }
 
 /// A length-delimited field's bytes, or the wrong-wire-type error.
-pub(super) fn expect_bytes<'a>(name: &str, wire: u8, v: Value<'a>) -> Result<&'a [u8], WireError> {
+pub(crate) fn expect_bytes<'a>(name: &str, wire: u8, v: Value<'a>) -> Result<&'a [u8], WireError> {
     match v {
         Value::Bytes(b) => Ok(b),
         _ => Err(wrong_wire(name, wire, LEN)),
@@ -273,7 +273,7 @@ pub(super) fn expect_bytes<'a>(name: &str, wire: u8, v: Value<'a>) -> Result<&'a
 }
 
 /// A varint field's value, or the wrong-wire-type error.
-pub(super) fn expect_varint(name: &str, wire: u8, v: Value<'_>) -> Result<u64, WireError> {
+pub(crate) fn expect_varint(name: &str, wire: u8, v: Value<'_>) -> Result<u64, WireError> {
     match v {
         Value::Varint(x) => Ok(x),
         _ => Err(wrong_wire(name, wire, VARINT)),
@@ -281,7 +281,7 @@ pub(super) fn expect_varint(name: &str, wire: u8, v: Value<'_>) -> Result<u64, W
 }
 
 /// A string field (UTF-8 required: the model holds Rust strings).
-pub(super) fn expect_string(name: &str, wire: u8, v: Value<'_>) -> Result<String, WireError> {
+pub(crate) fn expect_string(name: &str, wire: u8, v: Value<'_>) -> Result<String, WireError> {
     let b = expect_bytes(name, wire, v)?;
     std::str::from_utf8(b)
         .map(str::to_owned)

@@ -67,19 +67,35 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-fn aesgcm_config(keys: &[(&str, [u8; 32])]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD;
+/// An EncryptionConfiguration for Secrets with `providers` (YAML list
+/// items, see [`keyed`]) in order.
+fn config_of(providers: &[String]) -> String {
     let mut y = String::from(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n",
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n",
     );
+    for p in providers {
+        y.push_str(p);
+    }
+    y
+}
+
+/// One provider of `kind` (aesgcm, aescbc, secretbox) with `keys` in order.
+fn keyed(kind: &str, keys: &[(&str, [u8; 32])]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut y = format!("  - {kind}:\n      keys:\n");
     for (name, k) in keys {
         y.push_str(&format!(
             "      - name: {name}\n        secret: {}\n",
             b64.encode(k)
         ));
     }
-    y.push_str("  - identity: {}\n");
     y
+}
+
+const IDENTITY: &str = "  - identity: {}\n";
+
+fn aesgcm_config(keys: &[(&str, [u8; 32])]) -> String {
+    config_of(&[keyed("aesgcm", keys), IDENTITY.to_string()])
 }
 
 const SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: prod\ntype: kubernetes.io/basic-auth\nstringData:\n  username: admin\n  password: MARKER-correct-horse-battery\n";
@@ -402,28 +418,12 @@ fn rewrap_migrates_to_a_new_key_and_resumes_after_a_kill() {
     );
 }
 
-/// An EncryptionConfiguration with `providers` (YAML list items) in order.
-fn config_of(providers: &[String]) -> String {
-    let mut y = String::from(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n",
-    );
-    for p in providers {
-        y.push_str(p);
-    }
-    y
-}
-
-fn keyed(kind: &str, name: &str, key: [u8; 32]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
-    format!("  - {kind}:\n      keys:\n      - name: {name}\n        secret: {b64}\n")
-}
-
 #[test]
 fn rewrap_refuses_a_value_copied_to_another_key_under_a_provider_without_aad() {
     for old in [
-        keyed("aescbc", "cbc1", [3; 32]),
-        keyed("secretbox", "box1", [4; 32]),
-        "  - identity: {}\n".to_string(),
+        keyed("aescbc", &[("cbc1", [3; 32])]),
+        keyed("secretbox", &[("box1", [4; 32])]),
+        IDENTITY.to_string(),
     ] {
         let e = Env::new();
         let before = e.config("before.yaml", &config_of(std::slice::from_ref(&old)));
@@ -465,7 +465,7 @@ fn rewrap_refuses_a_value_copied_to_another_key_under_a_provider_without_aad() {
         // Rotate to aesgcm: all three values are stale.
         let after = e.config(
             "after.yaml",
-            &config_of(&[keyed("aesgcm", "gcm2", [5; 32]), old.clone()]),
+            &config_of(&[keyed("aesgcm", &[("gcm2", [5; 32])]), old.clone()]),
         );
         let o = e.run(Some(&after), &["rewrap"]);
         assert!(

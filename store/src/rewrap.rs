@@ -7,6 +7,13 @@
 //! the current provider). Resumable after a kill: it keeps no state, values
 //! already rewrapped are simply no longer stale.
 //!
+//! With a target storage format (`--storage-media-type`), a value whose
+//! plaintext is in the other format is stale too, and is rewritten as the
+//! apiserver would write that object in the target format (decoded, then
+//! encoded byte for byte as the upstream codec does); finding those means
+//! decrypting every value. Without one, plaintexts are sealed again exactly
+//! as they are.
+//!
 //! Only a value that is the object its key names is sealed again: one that
 //! opens but decodes to another Secret (copied from another key under a
 //! provider without AAD, see [`crate::placement`]) or to no Secret at all
@@ -14,7 +21,7 @@
 //! authentic under the key it was copied to.
 
 use crate::placement;
-use crate::secret::Secret;
+use crate::secret::{Secret, StorageFormat};
 use crate::storage::{self, Precondition, StorageError, Versioned};
 use crate::store::{SecretStore, StoreError};
 
@@ -38,6 +45,34 @@ pub struct RewrapReport {
     /// Values left as they are because they decode to another object than
     /// the one their key names, or to no Secret: (etcd key, why).
     pub refused: Vec<(String, String)>,
+    /// Of the values rewritten, those whose storage format was converted.
+    pub converted: u64,
+}
+
+/// How a rewrap runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RewrapOptions {
+    /// Only count what would be rewritten.
+    pub dry_run: bool,
+    /// Convert every value to this storage format (values in the other
+    /// format are stale); `None` keeps each plaintext as it is.
+    pub convert_to: Option<StorageFormat>,
+}
+
+/// Whether a rewrap would rewrite `v`: its envelope is stale, or (with a
+/// target format) its plaintext is in the other format. A value that does
+/// not open counts as stale, so the rewrite reports why.
+fn is_stale(store: &SecretStore, v: &Versioned, convert_to: Option<StorageFormat>) -> bool {
+    if store.chain().is_stale(&v.value, &v.key).unwrap_or(true) {
+        return true;
+    }
+    let Some(target) = convert_to else {
+        return false;
+    };
+    match store.chain().open(&v.value, &v.key) {
+        Ok(opened) => StorageFormat::detect(&opened.plaintext) != Ok(target),
+        Err(_) => true,
+    }
 }
 
 const MAX_ATTEMPTS: usize = 10;
@@ -63,34 +98,53 @@ pub fn rewrap(
     dry_run: bool,
     progress: &dyn Progress,
 ) -> Result<RewrapReport, StoreError> {
+    let options = RewrapOptions {
+        dry_run,
+        convert_to: None,
+    };
+    rewrap_with(store, options, progress)
+}
+
+/// [`rewrap`] with a target storage format.
+pub fn rewrap_with(
+    store: &SecretStore,
+    options: RewrapOptions,
+    progress: &dyn Progress,
+) -> Result<RewrapReport, StoreError> {
     let mut report = RewrapReport::default();
-    // Pass 1: count stale values without decrypting (envelopes only).
+    // Pass 1: count stale values (from the envelopes alone unless a
+    // format is to be converted).
     let mut stale_total = 0u64;
     storage::for_each(&**store.engine(), store.secrets_prefix(), 1000, |v| {
         report.scanned += 1;
-        if store.chain().is_stale(&v.value, &v.key).unwrap_or(true) {
+        if is_stale(store, &v, options.convert_to) {
             stale_total += 1;
         }
         Ok(())
     })?;
     report.stale = stale_total;
-    if dry_run || stale_total == 0 {
+    if options.dry_run || stale_total == 0 {
         return Ok(report);
     }
     progress.total(stale_total);
     // Pass 2: rewrite them.
     storage::for_each(&**store.engine(), store.secrets_prefix(), 500, |v| {
-        if !store.chain().is_stale(&v.value, &v.key).unwrap_or(true) {
+        if !is_stale(store, &v, options.convert_to) {
             return Ok(());
         }
-        rewrap_one(store, v, &mut report);
+        rewrap_one(store, v, options.convert_to, &mut report);
         progress.tick();
         Ok(())
     })?;
     Ok(report)
 }
 
-fn rewrap_one(store: &SecretStore, mut v: Versioned, report: &mut RewrapReport) {
+fn rewrap_one(
+    store: &SecretStore,
+    mut v: Versioned,
+    convert_to: Option<StorageFormat>,
+    report: &mut RewrapReport,
+) {
     for _ in 0..MAX_ATTEMPTS {
         let opened = match store.chain().open(&v.value, &v.key) {
             Ok(o) => o,
@@ -101,12 +155,25 @@ fn rewrap_one(store: &SecretStore, mut v: Versioned, report: &mut RewrapReport) 
         };
         let placed = Secret::from_storage_bytes(&opened.plaintext)
             .map_err(|e| format!("decrypted but is not a Secret: {e}"))
-            .and_then(|s| placement::check(store, &v.key, &s).map_err(|m| m.to_string()));
-        if let Err(why) = placed {
-            report.refused.push((v.key.clone(), why));
-            return;
-        }
-        let sealed = match store.chain().seal(&opened.plaintext, &v.key) {
+            .and_then(|s| {
+                placement::check(store, &v.key, &s)
+                    .map(|()| s)
+                    .map_err(|m| m.to_string())
+            });
+        let secret = match placed {
+            Ok(s) => s,
+            Err(why) => {
+                report.refused.push((v.key.clone(), why));
+                return;
+            }
+        };
+        let format = StorageFormat::detect(&opened.plaintext).ok();
+        let converted = convert_to.filter(|f| Some(*f) != format);
+        let plaintext = match converted {
+            Some(f) => secret.to_storage_bytes(f),
+            None => opened.plaintext,
+        };
+        let sealed = match store.chain().seal(&plaintext, &v.key) {
             Ok(s) => s,
             Err(e) => {
                 report.failed.push((v.key.clone(), e.to_string()));
@@ -119,6 +186,7 @@ fn rewrap_one(store: &SecretStore, mut v: Versioned, report: &mut RewrapReport) 
         {
             Ok(_) => {
                 report.rewrapped += 1;
+                report.converted += u64::from(converted.is_some());
                 return;
             }
             Err(StorageError::Conflict { .. }) => {
@@ -129,11 +197,7 @@ fn rewrap_one(store: &SecretStore, mut v: Versioned, report: &mut RewrapReport) 
                         return;
                     }
                     Ok(Some(newer)) => {
-                        if !store
-                            .chain()
-                            .is_stale(&newer.value, &newer.key)
-                            .unwrap_or(true)
-                        {
+                        if !is_stale(store, &newer, convert_to) {
                             report.rewritten_by_others += 1;
                             return;
                         }

@@ -439,6 +439,22 @@ impl SecretStore {
         self.inspect_value(&v)
     }
 
+    /// The storage format of one stored value's plaintext (it decrypts it).
+    pub fn storage_format_of(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<StorageFormat, StoreError> {
+        let key = self.key(namespace, name);
+        let v = self.engine.get(&key)?.ok_or_else(|| StoreError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })?;
+        let opened = self.chain.open(&v.value, &v.key)?;
+        StorageFormat::detect(&opened.plaintext)
+            .map_err(|source| StoreError::Decode { key, source })
+    }
+
     /// [`SecretStore::inspect`] for a value already read.
     pub fn inspect_value(&self, v: &Versioned) -> Result<Inspection, StoreError> {
         let envelope = self.chain.inspect(&v.value, &v.key)?;

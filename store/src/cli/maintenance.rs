@@ -4,9 +4,13 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use std::sync::Arc;
+
 use super::GlobalArgs;
-use super::open::{Access, open_store};
+use super::open::{Access, engine_spec, open_store, store_on};
 use crate::progress::Bar;
+use crate::storage::EngineSpec;
+use crate::storage::snapshot::SnapshotEngine;
 
 /// `rewrap` flags.
 #[derive(Args, Debug)]
@@ -22,16 +26,28 @@ pub struct VerifyArgs {
     /// Also print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// One line per key (provider, storage format, revision), not only the failures.
+    /// The default with --etcd-snapshot.
+    #[arg(long)]
+    per_key: bool,
 }
 
 pub(super) fn rewrap(g: &GlobalArgs, a: RewrapArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(g, Access::Write)?;
     let bar = Bar::new("rewrap");
-    let r = crate::rewrap::rewrap(&store, a.dry_run, &bar)?;
+    let options = crate::rewrap::RewrapOptions {
+        dry_run: a.dry_run,
+        convert_to: g.storage_media_type,
+    };
+    let r = crate::rewrap::rewrap_with(&store, options, &bar)?;
     bar.0.finish_and_clear();
+    let target = match g.storage_media_type {
+        Some(f) => format!(", as {f}"),
+        None => String::new(),
+    };
     if a.dry_run {
         println!(
-            "dry run: {} of {} secrets are stale and would be rewrapped with {} (the first provider)",
+            "dry run: {} of {} secrets are stale and would be rewrapped with {} (the first provider){target}",
             r.stale,
             r.scanned,
             store.chain().describe_writer()
@@ -39,10 +55,11 @@ pub(super) fn rewrap(g: &GlobalArgs, a: RewrapArgs) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "rewrapped {} of {} stale secrets ({} scanned; {} rewritten concurrently by others, {} deleted meanwhile, {} conflicts retried, {} refused)",
+        "rewrapped {} of {} stale secrets{target} ({} scanned; {} converted to another storage format, {} rewritten concurrently by others, {} deleted meanwhile, {} conflicts retried, {} refused)",
         r.rewrapped,
         r.stale,
         r.scanned,
+        r.converted,
         r.rewritten_by_others,
         r.vanished,
         r.retries,
@@ -64,19 +81,63 @@ pub(super) fn rewrap(g: &GlobalArgs, a: RewrapArgs) -> anyhow::Result<ExitCode> 
 }
 
 pub(super) fn verify(g: &GlobalArgs, a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(g, Access::Read)?;
+    let (store, per_key) = match &g.etcd_snapshot {
+        Some(_) => {
+            let EngineSpec::Snapshot { path, check } = engine_spec(g)? else {
+                anyhow::bail!("--etcd-snapshot names no snapshot");
+            };
+            let snapshot = SnapshotEngine::open(&path, check)?;
+            let i = snapshot.info();
+            println!(
+                "snapshot {}: {} bytes, SHA-256 {}, revision {}, {} keys ({} deleted keys skipped, {} revisions kept)",
+                i.path.display(),
+                i.bytes,
+                if i.hash_checked { "ok" } else { "not checked" },
+                i.revision,
+                i.keys,
+                i.deleted_keys,
+                i.revisions
+            );
+            (store_on(g, Arc::new(snapshot), Access::Read)?, true)
+        }
+        None => (open_store(g, Access::Read)?, a.per_key),
+    };
     let bar = Bar::new("verify");
-    let r = crate::verify::verify(&store, &bar)?;
+    let options = crate::verify::VerifyOptions { per_key };
+    let r = crate::verify::verify_with(&store, options, &bar)?;
     bar.0.finish_and_clear();
-    for (k, e) in &r.failed {
-        println!("FAILED {k}: {e}");
+    for k in &r.keys {
+        match &k.error {
+            None => println!(
+                "ok     {} rev {} {} {}{}",
+                k.key,
+                k.mod_revision,
+                k.provider,
+                k.format.unwrap_or("?"),
+                if k.stale { " stale" } else { "" }
+            ),
+            Some(e) => println!("FAILED {}: {e}", k.key),
+        }
     }
+    if !per_key {
+        for (k, e) in &r.failed {
+            println!("FAILED {k}: {e}");
+        }
+    }
+    let formats: Vec<String> = r.formats.iter().map(|(f, n)| format!("{n} {f}")).collect();
     println!(
-        "verified {} secrets: {} ok ({} stale), {} failed",
+        "verified {} secrets: {} ok ({} stale), {} failed; storage formats: {}; {:.2} s, {:.0} Secrets/s",
         r.checked,
         r.ok,
         r.stale,
-        r.failed.len()
+        r.failed.len(),
+        if formats.is_empty() {
+            "none decoded".to_owned()
+        } else {
+            formats.join(", ")
+        },
+        r.seconds,
+        r.per_second()
     );
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -189,6 +189,9 @@ pub(super) fn inspect(g: &GlobalArgs, a: InspectArgs) -> anyhow::Result<ExitCode
             return Ok(ExitCode::FAILURE);
         }
     };
+    // The format is inside the encryption: it takes a decryption (which
+    // may fail without the key; the envelope facts stand anyway).
+    let format = store.storage_format_of(&a.namespace, &a.name);
     match a.output.as_str() {
         "json" => {
             let ann: std::collections::BTreeMap<_, _> = i
@@ -207,6 +210,8 @@ pub(super) fn inspect(g: &GlobalArgs, a: InspectArgs) -> anyhow::Result<ExitCode
                 "storedBytes": i.envelope.stored_len,
                 "stale": i.stale,
                 "resourceVersion": i.mod_revision.to_string(),
+                "storageFormat": format.as_ref().ok().map(|f| f.media_type()),
+                "storageFormatError": format.as_ref().err().map(ToString::to_string),
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
@@ -226,6 +231,10 @@ pub(super) fn inspect(g: &GlobalArgs, a: InspectArgs) -> anyhow::Result<ExitCode
                 println!("annotation:        {k}={}", String::from_utf8_lossy(v));
             }
             println!("stored bytes:      {}", i.envelope.stored_len);
+            match &format {
+                Ok(f) => println!("storage format:    {} ({f})", f.short_name()),
+                Err(e) => println!("storage format:    unknown (not decrypted: {e})"),
+            }
             println!("resourceVersion:   {}", i.mod_revision);
             println!(
                 "stale:             {}",

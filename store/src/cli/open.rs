@@ -132,7 +132,15 @@ pub fn open_chain(g: &GlobalArgs, access: Access) -> anyhow::Result<Arc<Transfor
 
 /// Engine and chain together.
 pub fn open_store(g: &GlobalArgs, access: Access) -> anyhow::Result<SecretStore> {
-    let engine = open_engine(g)?;
+    store_on(g, open_engine(g)?, access)
+}
+
+/// A store on `engine` with the chain and settings of the flags.
+pub fn store_on(
+    g: &GlobalArgs,
+    engine: Arc<dyn StorageEngine>,
+    access: Access,
+) -> anyhow::Result<SecretStore> {
     let chain = open_chain(g, access)?;
     Ok(SecretStore::new(engine, chain)
         .with_etcd_prefix(&g.etcd_prefix)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::storage::{Page, Precondition, StorageEngine, StorageError, Versioned};
+use crate::storage::{Page, Precondition, ScanFn, StorageEngine, StorageError, Versioned};
 use crate::transform::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
 
 /// Nanoseconds spent, shared by the wrappers and the bench.
@@ -91,5 +91,13 @@ impl StorageEngine for TimedEngine {
     }
     fn revision(&self) -> Result<u64, StorageError> {
         self.clock.time(|| self.inner.revision())
+    }
+    fn scan(
+        &self,
+        prefix: &str,
+        page_size: usize,
+        f: &mut ScanFn<'_>,
+    ) -> Result<u64, StorageError> {
+        self.inner.scan(prefix, page_size, f)
     }
 }

@@ -146,26 +146,50 @@ pub trait StorageEngine: Send + Sync {
     ) -> Result<Page, StorageError>;
     /// The latest revision of the store.
     fn revision(&self) -> Result<u64, StorageError>;
+    /// Calls `f` for every key under `prefix`, in key order, `page_size`
+    /// keys per read, all as of one revision, so that a listing under
+    /// concurrent writes is one consistent view (etcd: every page at the
+    /// first page's revision, as the apiserver's continue tokens pin it;
+    /// RocksDB: one snapshot). Returns that revision.
+    fn scan(&self, prefix: &str, page_size: usize, f: &mut ScanFn<'_>)
+    -> Result<u64, StorageError>;
 }
 
-/// Calls `f` for every key under `prefix`, a page at a time.
+/// What [`StorageEngine::scan`] calls with each value.
+pub type ScanFn<'a> = dyn FnMut(Versioned) -> Result<(), StorageError> + 'a;
+
+/// Pages through `list` (for engines whose every `list` sees one state,
+/// such as a snapshot file); returns the first page's revision.
+pub(crate) fn scan_pages(
+    engine: &dyn StorageEngine,
+    prefix: &str,
+    page_size: usize,
+    f: &mut ScanFn<'_>,
+) -> Result<u64, StorageError> {
+    let mut after: Option<String> = None;
+    let mut revision = None;
+    loop {
+        let page = engine.list(prefix, after.as_deref(), page_size.max(1))?;
+        revision.get_or_insert(page.revision);
+        for item in page.items {
+            f(item)?;
+        }
+        match page.continue_after {
+            Some(k) => after = Some(k),
+            None => return Ok(revision.unwrap_or(0)),
+        }
+    }
+}
+
+/// Calls `f` for every key under `prefix`, a page at a time, as of one
+/// revision ([`StorageEngine::scan`]).
 pub fn for_each(
     engine: &dyn StorageEngine,
     prefix: &str,
     page_size: usize,
     mut f: impl FnMut(Versioned) -> Result<(), StorageError>,
 ) -> Result<(), StorageError> {
-    let mut after: Option<String> = None;
-    loop {
-        let page = engine.list(prefix, after.as_deref(), page_size)?;
-        for item in page.items {
-            f(item)?;
-        }
-        match page.continue_after {
-            Some(k) => after = Some(k),
-            None => return Ok(()),
-        }
-    }
+    engine.scan(prefix, page_size, &mut f).map(drop)
 }
 
 /// The engine conformance suite, run against every engine (one suite, many
@@ -180,6 +204,7 @@ pub mod conformance {
         create_get_update_delete(&*fresh());
         conditional_writes(&*fresh());
         listing_and_pagination(&*fresh());
+        scans_are_one_revision(&*fresh());
         revisions_are_store_wide(&*fresh());
         concurrent_writers_one_wins(fresh());
     }
@@ -281,6 +306,40 @@ pub mod conformance {
                 .items
                 .is_empty()
         );
+    }
+
+    /// A scan sees the store as of its first page, whatever is written
+    /// while it runs: keys added, changed or deleted behind it do not show.
+    pub fn scans_are_one_revision(e: &dyn StorageEngine) {
+        let key = |i: usize| format!("/registry/secrets/s/k{i:02}");
+        for i in 0..10 {
+            e.put(&key(i), b"before", Precondition::None).unwrap();
+        }
+        let before = e.revision().unwrap();
+        let mut seen = Vec::new();
+        let at = e
+            .scan("/registry/secrets/s/", 3, &mut |v| {
+                if seen.is_empty() {
+                    e.put(&key(8), b"after", Precondition::None).unwrap();
+                    e.delete(&key(9), Precondition::None).unwrap();
+                    e.put(&key(11), b"new", Precondition::None).unwrap();
+                }
+                seen.push((v.key, v.value));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(at, before);
+        let want: Vec<(String, Vec<u8>)> = (0..10).map(|i| (key(i), b"before".to_vec())).collect();
+        assert_eq!(seen, want);
+        // A new scan sees the writes.
+        let mut now = Vec::new();
+        e.scan("/registry/secrets/s/", 3, &mut |v| {
+            now.push(v.key);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(now.len(), 10);
+        assert!(now.contains(&key(11)) && !now.contains(&key(9)));
     }
 
     /// One revision counter for the whole store: every write moves it, a

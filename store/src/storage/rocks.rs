@@ -18,7 +18,7 @@ use rocksdb::{
     WriteBatch, WriteOptions,
 };
 
-use super::{Page, Precondition, StorageEngine, StorageError, Versioned};
+use super::{Page, Precondition, ScanFn, StorageEngine, StorageError, Versioned};
 
 const META_CF: &str = "meta";
 const COUNTER_KEY: &[u8] = b"";
@@ -150,6 +150,72 @@ impl RocksEngine {
         }
     }
 
+    /// A page read from `snap`.
+    fn page_of(
+        &self,
+        snap: &rocksdb::Snapshot<'_>,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StorageError> {
+        let revision = match snap.get_cf(self.meta(), COUNTER_KEY).map_err(engine_err)? {
+            Some(b) if b.len() == 8 => u64::from_be_bytes(b[..].try_into().expect("8")),
+            _ => 0,
+        };
+        let start: Vec<u8> = match start_after {
+            Some(k) => {
+                let mut s = k.as_bytes().to_vec();
+                s.push(0);
+                s
+            }
+            None => prefix.as_bytes().to_vec(),
+        };
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(snap);
+        let iter = self
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), ro);
+        let mut items = Vec::new();
+        let mut more = false;
+        for kv in iter {
+            let (k, v) = kv.map_err(engine_err)?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            let key = String::from_utf8(k.into_vec())
+                .map_err(|_| StorageError::Corrupt("a key is not UTF-8".into()))?;
+            items.push((key, v.into_vec()));
+        }
+        let metas = snap.multi_get_cf(items.iter().map(|(k, _)| (self.meta(), k.as_bytes())));
+        let mut out = Vec::with_capacity(items.len());
+        for ((key, value), m) in items.into_iter().zip(metas) {
+            let m = m.map_err(engine_err)?.ok_or_else(|| {
+                StorageError::Corrupt(format!("{key} has a value but no revision record"))
+            })?;
+            let (create_revision, mod_revision) = decode_meta(&key, &m)?;
+            out.push(Versioned {
+                key,
+                value,
+                create_revision,
+                mod_revision,
+            });
+        }
+        let continue_after = if more {
+            out.last().map(|v| v.key.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            items: out,
+            continue_after,
+            revision,
+        })
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
@@ -218,63 +284,30 @@ impl StorageEngine for RocksEngine {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Page, StorageError> {
+        self.page_of(&self.db.snapshot(), prefix, start_after, limit)
+    }
+
+    fn scan(
+        &self,
+        prefix: &str,
+        page_size: usize,
+        f: &mut ScanFn<'_>,
+    ) -> Result<u64, StorageError> {
+        // One snapshot for every page: the listing is one view.
         let snap = self.db.snapshot();
-        let revision = match snap.get_cf(self.meta(), COUNTER_KEY).map_err(engine_err)? {
-            Some(b) if b.len() == 8 => u64::from_be_bytes(b[..].try_into().expect("8")),
-            _ => 0,
-        };
-        let start: Vec<u8> = match start_after {
-            Some(k) => {
-                let mut s = k.as_bytes().to_vec();
-                s.push(0);
-                s
+        let mut after: Option<String> = None;
+        let mut revision = None;
+        loop {
+            let page = self.page_of(&snap, prefix, after.as_deref(), page_size.max(1))?;
+            revision.get_or_insert(page.revision);
+            for item in page.items {
+                f(item)?;
             }
-            None => prefix.as_bytes().to_vec(),
-        };
-        let mut ro = ReadOptions::default();
-        ro.set_snapshot(&snap);
-        let iter = self
-            .db
-            .iterator_opt(IteratorMode::From(&start, Direction::Forward), ro);
-        let mut items = Vec::new();
-        let mut more = false;
-        for kv in iter {
-            let (k, v) = kv.map_err(engine_err)?;
-            if !k.starts_with(prefix.as_bytes()) {
-                break;
+            match page.continue_after {
+                Some(k) => after = Some(k),
+                None => return Ok(revision.unwrap_or(0)),
             }
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            let key = String::from_utf8(k.into_vec())
-                .map_err(|_| StorageError::Corrupt("a key is not UTF-8".into()))?;
-            items.push((key, v.into_vec()));
         }
-        let metas = snap.multi_get_cf(items.iter().map(|(k, _)| (self.meta(), k.as_bytes())));
-        let mut out = Vec::with_capacity(items.len());
-        for ((key, value), m) in items.into_iter().zip(metas) {
-            let m = m.map_err(engine_err)?.ok_or_else(|| {
-                StorageError::Corrupt(format!("{key} has a value but no revision record"))
-            })?;
-            let (create_revision, mod_revision) = decode_meta(&key, &m)?;
-            out.push(Versioned {
-                key,
-                value,
-                create_revision,
-                mod_revision,
-            });
-        }
-        let continue_after = if more {
-            out.last().map(|v| v.key.clone())
-        } else {
-            None
-        };
-        Ok(Page {
-            items: out,
-            continue_after,
-            revision,
-        })
     }
 
     fn revision(&self) -> Result<u64, StorageError> {

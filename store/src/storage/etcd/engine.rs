@@ -9,7 +9,7 @@ use super::EtcdConfig;
 use super::failover::{Member, Members};
 use super::tls::client_tls;
 use crate::runtime;
-use crate::storage::{Page, Precondition, StorageEngine, StorageError, Versioned};
+use crate::storage::{Page, Precondition, ScanFn, StorageEngine, StorageError, Versioned};
 
 /// Largest gRPC message accepted from etcd: a page of large Secrets.
 const MAX_MESSAGE: usize = 1 << 30;
@@ -199,6 +199,63 @@ impl EtcdEngine {
         })?
     }
 
+    /// A page at `revision` (the latest when `None`).
+    fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: Option<u64>,
+    ) -> Result<Page, StorageError> {
+        let start: Vec<u8> = match start_after {
+            Some(k) => {
+                let mut s = k.as_bytes().to_vec();
+                s.push(0);
+                s
+            }
+            None => prefix.as_bytes().to_vec(),
+        };
+        let end = prefix_end(prefix.as_bytes());
+        let members = Arc::clone(&self.members);
+        let op = format!("list {prefix}");
+        let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (resp, more) = self.run(async move {
+            let resp = members
+                .call(|mut kv: KvClient| {
+                    let (start, end) = (start.clone(), end.clone());
+                    // limit 0 is "no limit" to etcd: ask for one key to learn the revision.
+                    let mut opts = GetOptions::new().with_range(end).with_limit(limit_i.max(1));
+                    if let Some(r) = revision {
+                        opts = opts.with_revision(i64::try_from(r).unwrap_or(i64::MAX));
+                    }
+                    async move { kv.get(start, Some(opts)).await }
+                })
+                .await
+                .map_err(|f| f.into_error(&op, false))?
+                .value;
+            let more = resp.more();
+            Ok::<_, StorageError>((resp, more))
+        })??;
+        let revision = header_revision(resp.header());
+        let mut resp = resp;
+        let mut items = Vec::new();
+        if limit > 0 {
+            for kv in resp.take_kvs() {
+                items.push(to_versioned(kv)?);
+            }
+        }
+        let continue_after = if more && limit > 0 {
+            items.last().map(|v| v.key.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            items,
+            continue_after,
+            revision,
+        })
+    }
+
     /// Deletes every key starting with `prefix` (one range delete); returns
     /// how many. Not part of [`StorageEngine`]: for the bench's clean-up and
     /// tests.
@@ -301,50 +358,36 @@ impl StorageEngine for EtcdEngine {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Page, StorageError> {
-        let start: Vec<u8> = match start_after {
-            Some(k) => {
-                let mut s = k.as_bytes().to_vec();
-                s.push(0);
-                s
+        self.list_at(prefix, start_after, limit, None)
+    }
+
+    fn scan(
+        &self,
+        prefix: &str,
+        page_size: usize,
+        f: &mut ScanFn<'_>,
+    ) -> Result<u64, StorageError> {
+        // Every page at the first page's revision, as the apiserver's
+        // continue tokens pin a paginated list.
+        let first = self.list_at(prefix, None, page_size.max(1), None)?;
+        let revision = first.revision;
+        let mut page = first;
+        loop {
+            for item in std::mem::take(&mut page.items) {
+                f(item)?;
             }
-            None => prefix.as_bytes().to_vec(),
-        };
-        let end = prefix_end(prefix.as_bytes());
-        let members = Arc::clone(&self.members);
-        let op = format!("list {prefix}");
-        let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (resp, more) = self.run(async move {
-            let resp = members
-                .call(|mut kv: KvClient| {
-                    let (start, end) = (start.clone(), end.clone());
-                    // limit 0 is "no limit" to etcd: ask for one key to learn the revision.
-                    let opts = GetOptions::new().with_range(end).with_limit(limit_i.max(1));
-                    async move { kv.get(start, Some(opts)).await }
-                })
-                .await
-                .map_err(|f| f.into_error(&op, false))?
-                .value;
-            let more = resp.more();
-            Ok::<_, StorageError>((resp, more))
-        })??;
-        let revision = header_revision(resp.header());
-        let mut resp = resp;
-        let mut items = Vec::new();
-        if limit > 0 {
-            for kv in resp.take_kvs() {
-                items.push(to_versioned(kv)?);
-            }
+            let Some(after) = page.continue_after.take() else {
+                return Ok(revision);
+            };
+            page = self
+                .list_at(prefix, Some(&after), page_size.max(1), Some(revision))
+                .map_err(|e| match e {
+                    StorageError::Rejected(m) if m.contains("compacted") => StorageError::Rejected(format!(
+                        "the listing of {prefix} was pinned to revision {revision}, which etcd compacted while it ran: list again ({m})"
+                    )),
+                    other => other,
+                })?;
         }
-        let continue_after = if more && limit > 0 {
-            items.last().map(|v| v.key.clone())
-        } else {
-            None
-        };
-        Ok(Page {
-            items,
-            continue_after,
-            revision,
-        })
     }
 
     fn revision(&self) -> Result<u64, StorageError> {

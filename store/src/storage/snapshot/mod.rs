@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use bolt::{Bolt, PageSource};
 use mvcc::{Counts, Live};
 
-use super::{Page, Precondition, StorageEngine, StorageError, Versioned};
+use super::{Page, Precondition, ScanFn, StorageEngine, StorageError, Versioned, scan_pages};
 
 /// Size of the SHA-256 trailer.
 const TRAILER: u64 = 32;
@@ -293,6 +293,16 @@ impl StorageEngine for SnapshotEngine {
 
     fn revision(&self) -> Result<u64, StorageError> {
         Ok(self.info.revision)
+    }
+
+    fn scan(
+        &self,
+        prefix: &str,
+        page_size: usize,
+        f: &mut ScanFn<'_>,
+    ) -> Result<u64, StorageError> {
+        // A snapshot never changes: every page is the same view.
+        scan_pages(self, prefix, page_size, f)
     }
 }
 

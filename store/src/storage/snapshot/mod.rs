@@ -180,6 +180,13 @@ impl SnapshotEngine {
         Self::from_source(Box::new(bytes), path, size, len, true)
     }
 
+    /// Opens a bare bbolt database held in memory (no trailer: fuzzing,
+    /// and tests that break pages on purpose).
+    pub fn from_db_bytes(db: Vec<u8>) -> Result<Self, StorageError> {
+        let len = db.len() as u64;
+        Self::from_source(Box::new(db), Path::new("<memory>"), len, len, false)
+    }
+
     fn from_source(
         src: Box<dyn PageSource>,
         path: &Path,

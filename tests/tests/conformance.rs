@@ -1,8 +1,9 @@
 //! The conformance suite (`e2e::conformance`) once per key backend: the
-//! software ring with each of its AEADs, and both TPM backends, each test
-//! with its own swtpm.
+//! software ring with each of its AEADs, both TPM backends, each test with
+//! its own swtpm, and pkcs11, each test with its own SoftHSM2 token.
 
 use e2e::conformance::{self, Fixture};
+use e2e::softhsm::SoftHsm;
 use e2e::swtpm::Swtpm;
 
 struct Software {
@@ -40,6 +41,38 @@ impl Fixture for Tpm {
     }
     fn connect_args(&self) -> Vec<String> {
         vec!["--tcti".into(), self.tpm.tcti()]
+    }
+}
+
+struct Pkcs11 {
+    hsm: SoftHsm,
+}
+
+impl Fixture for Pkcs11 {
+    fn backend(&self) -> &'static str {
+        "pkcs11"
+    }
+    fn key_id_prefix(&self) -> &'static str {
+        "p11-"
+    }
+    fn connect_args(&self) -> Vec<String> {
+        self.hsm.connect_args()
+    }
+    fn env(&self) -> Vec<(String, String)> {
+        self.hsm.env()
+    }
+    fn max_plaintext(&self) -> Option<usize> {
+        // 1024 - format(2) - IV(12) - tag(16)
+        Some(994)
+    }
+    fn retirement_destroys_first(&self) -> bool {
+        true
+    }
+}
+
+fn pkcs11() -> Pkcs11 {
+    Pkcs11 {
+        hsm: SoftHsm::new("kek"),
     }
 }
 
@@ -113,3 +146,4 @@ suite!(software_aes_256_gcm, software_aes());
 suite!(software_xchacha20_poly1305, software_xchacha());
 suite!(tpm_sealed, tpm_sealed());
 suite!(tpm_resident, tpm_resident());
+suite!(pkcs11, pkcs11());

@@ -11,10 +11,12 @@
 //! - `memory`: a KEK held in locked memory, wrapping with [`crate::wire`];
 //! - `software`: KEKs in the ring file;
 //! - `tpm`: `tpm-sealed` / `tpm-resident`, KEKs sealed in, or resident in,
-//!   a TPM 2.0.
+//!   a TPM 2.0;
+//! - `pkcs11`: KEKs generated in a PKCS#11 token (an HSM).
 
 mod memory;
 pub(crate) mod options;
+pub(crate) mod pkcs11;
 pub(crate) mod registry;
 pub(crate) mod ring;
 pub(crate) mod software;
@@ -206,6 +208,19 @@ pub trait KeyBackend: Send + Sync + 'static {
     async fn self_test(&self) -> Result<(), BackendError> {
         round_trip(self).await
     }
+}
+
+/// Short hex of a hash over `parts`, for key_ids: 12 hex digits (48 bits)
+/// of SHA-256 over the length-prefixed parts. Uniqueness comes from the
+/// ring id and version; this part ties the key_id to exactly one key (a TPM
+/// object's name, a token object's check value).
+pub(crate) fn key_id_hash(parts: &[&[u8]]) -> String {
+    let mut ctx = ::ring::digest::Context::new(&::ring::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u32).to_be_bytes());
+        ctx.update(p);
+    }
+    hex::encode(&ctx.finish().as_ref()[..6])
 }
 
 /// Wraps a random value with the active key and unwraps it again.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::options::{ConnectOptions, CreateOptions, OptionSpec};
-use super::{BackendError, KeyBackend, KeyMinter, software, tpm};
+use super::{BackendError, KeyBackend, KeyMinter, pkcs11, software, tpm};
 use crate::keyring::KeyEntry;
 
 /// What `key init|add|rotate` know when they need a minter.
@@ -36,6 +36,34 @@ pub(crate) fn ring_dir(dir: Option<&Path>) -> Result<&Path, BackendError> {
 /// Makes the minter `key init|add|rotate` create keys with.
 pub(crate) type MinterFn = fn(&MintRequest<'_>) -> Result<Box<dyn KeyMinter>, BackendError>;
 
+/// Destroys a retiring key where the backend keeps it (a token object),
+/// given the ring id and the key's entry; says what it destroyed.
+pub(crate) type DestroyFn = fn(&ConnectOptions, &str, &KeyEntry) -> Result<String, BackendError>;
+
+/// What `key export` may write for a backend's ring entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Portability {
+    /// The keys themselves (software): the file is as secret as the ring.
+    Secret,
+    /// Only references to keys in a device the nodes share (an HSM
+    /// partition): no key, but it says which keys to use.
+    Reference,
+    /// Not by `key export`; the text says what moves them.
+    Elsewhere(&'static str),
+}
+
+impl Portability {
+    /// The command that sends staged keys to another node.
+    pub(crate) fn send_staged(self) -> &'static str {
+        match self {
+            Portability::Secret | Portability::Reference => "`kms-plugin key export --staged -o FILE`",
+            Portability::Elsewhere(_) => {
+                "`kms-plugin key share --staged` (to the target `key export-target` wrote there)"
+            }
+        }
+    }
+}
+
 /// One key backend.
 pub(crate) struct BackendRow {
     /// The name in flags, config files and key rings.
@@ -61,6 +89,12 @@ pub(crate) struct BackendRow {
     pub open: OpenFn,
     /// Makes the minter of new keys.
     pub minter: MinterFn,
+    /// For a backend whose keys are objects in a device: destroys one
+    /// when `key retire` retires it (before the ring records it). `None`
+    /// when the ring's copy is the key (removing it from the ring is all).
+    pub destroy: Option<DestroyFn>,
+    /// What `key export` writes of its entries, if anything.
+    pub export: Portability,
 }
 
 impl std::fmt::Debug for BackendRow {
@@ -76,7 +110,12 @@ impl PartialEq for BackendRow {
 }
 
 /// Every backend, the default first.
-pub(crate) const BACKENDS: &[BackendRow] = &[software::ROW, tpm::sealed::ROW, tpm::resident::ROW];
+pub(crate) const BACKENDS: &[BackendRow] = &[
+    software::ROW,
+    tpm::sealed::ROW,
+    tpm::resident::ROW,
+    pkcs11::ROW,
+];
 
 /// The backend called `name`.
 pub(crate) fn row(name: &str) -> Option<&'static BackendRow> {
@@ -88,7 +127,7 @@ pub(crate) fn default_row() -> &'static BackendRow {
     &BACKENDS[0]
 }
 
-/// `software, tpm-sealed or tpm-resident`.
+/// `software, tpm-sealed, tpm-resident or pkcs11`.
 pub(crate) fn choices() -> String {
     let names: Vec<&str> = BACKENDS.iter().map(|r| r.name).collect();
     match names.split_last() {
@@ -152,7 +191,7 @@ mod tests {
             );
             assert_eq!(row(r.name).unwrap().name, r.name);
         }
-        assert_eq!(choices(), "software, tpm-sealed or tpm-resident");
+        assert_eq!(choices(), "software, tpm-sealed, tpm-resident or pkcs11");
         assert_eq!(default_row().name, "software");
         assert!(
             lookup("hsm")

@@ -10,6 +10,7 @@
 //! never reused. Backends put whatever they need in a key's [`Material`]
 //! (the raw key for software, TPM blobs for the TPM backends).
 
+pub(crate) mod export;
 mod file;
 mod fingerprint;
 mod lineage;

@@ -1,8 +1,6 @@
 //! The software backend: versioned 256-bit KEKs in the key ring file,
 //! decoded into locked, wiped memory; wrap/unwrap in this process.
 
-pub(crate) mod export;
-
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::memory::{self, MemoryKey};
 use super::options::ConnectOptions;
-use super::registry::BackendRow;
+use super::registry::{BackendRow, Portability};
 use super::ring::{LoadError, Loaded, RingBackend, RingKeys};
 use super::{BackendError, KeyBackend, KeyMinter, MintedKey};
 use crate::keyring::{KeyEntry, Keyring, Material};
@@ -33,6 +31,8 @@ pub(crate) const ROW: BackendRow = BackendRow {
     verify: |ring_id, e| decode(ring_id, e).map(|_| ()),
     open,
     minter: |_| Ok(Box::new(SoftwareMinter)),
+    destroy: None,
+    export: Portability::Secret,
 };
 
 fn open(dir: Option<&Path>, _: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {

@@ -106,15 +106,3 @@ impl ObjectBlob {
         !a.fixed_tpm() && !a.fixed_parent()
     }
 }
-
-/// Short hex of a hash over `parts`, for key_ids: 12 hex digits (48 bits).
-/// Uniqueness comes from the ring id and version; this part ties the key_id
-/// to exactly one TPM object.
-pub fn short_hash(parts: &[&[u8]]) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for p in parts {
-        ctx.update(&(p.len() as u32).to_be_bytes());
-        ctx.update(p);
-    }
-    hex::encode(&ctx.finish().as_ref()[..6])
-}

@@ -26,13 +26,14 @@ use tss_esapi::structures::{
 use zeroize::Zeroizing;
 
 use super::conn::Conn;
-use super::object::{ObjectBlob, short_hash};
+use super::object::ObjectBlob;
+use crate::backend::key_id_hash;
 use super::policy::{self, PcrPolicy};
 use super::worker::Worker;
 use super::{MintOptions, TpmError, is_policy_failure, tss};
 use crate::backend::memory::{self, MemoryKey};
 use crate::backend::options::ConnectOptions;
-use crate::backend::registry::{BackendRow, MintRequest};
+use crate::backend::registry::{BackendRow, MintRequest, Portability};
 use crate::backend::ring::{LoadError, Loaded, RingBackend, RingKeys};
 use crate::backend::{BackendError, KeyBackend, KeyMinter, MintedKey};
 use crate::keyring::{KeyEntry, Keyring, Material};
@@ -52,6 +53,8 @@ pub(crate) const ROW: BackendRow = BackendRow {
     verify: |ring_id, e| check_entry(ring_id, e).map(|_| ()),
     open,
     minter,
+    destroy: None,
+    export: Portability::Elsewhere("TPM keys move with `key export-target` on the receiving node, then `key share` here"),
 };
 
 fn open(dir: Option<&Path>, o: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {
@@ -72,7 +75,7 @@ fn minter(req: &MintRequest<'_>) -> Result<Box<dyn KeyMinter>, BackendError> {
 pub fn derive_key_id(ring_id: &str, version: u64, blob: &ObjectBlob) -> Result<String, TpmError> {
     Ok(format!(
         "tpms-{ring_id}-v{version}-{}",
-        short_hash(&[&blob.name()?])
+        key_id_hash(&[&blob.name()?])
     ))
 }
 

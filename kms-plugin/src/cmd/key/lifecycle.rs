@@ -121,9 +121,11 @@ pub(super) fn add(
             "created key {id} ({alg}, version {version}), staged: it decrypts, nothing encrypts with it yet"
         );
         println!("ring fingerprint: {}", ring.fingerprint());
+        let send = registry::lookup(&ring.backend)
+            .map(|r| r.export.send_staged())
+            .unwrap_or("`kms-plugin key export --staged` or `key share --staged`");
         println!(
-            "next: give it to every other node (software: `kms-plugin key export --staged -o FILE`; \
-             TPM: `kms-plugin key share --staged`), `kms-plugin key import FILE --expect DIGEST` there, \
+            "next: give it to every other node ({send}), `kms-plugin key import FILE --expect DIGEST` there, \
              check that every node's `key list` shows the same fingerprint, then \
              `kms-plugin key activate {id}` on every node"
         );
@@ -230,9 +232,22 @@ pub(super) fn retire(args: &RingArgs, key_id: &str, yes: bool) -> anyhow::Result
     if !yes {
         anyhow::bail!("not retired: re-run with --yes to confirm");
     }
+    // A key that is an object in a device is destroyed there first: if
+    // that fails nothing changed; if the save after it fails, the ring
+    // lists a key whose object is gone, and a second retire finishes.
+    let destroyed = match (row.destroy, ring.get(key_id)) {
+        (Some(destroy), Some(entry)) => Some(
+            destroy(&args.connect(), &ring.ring_id, entry)
+                .map_err(|e| anyhow::anyhow!("not retired: {e}"))?,
+        ),
+        _ => None,
+    };
     ring.retire(key_id, now_rfc3339())?;
     ring.save(&args.keyring, &lock)?;
     println!("retired key {key_id}; its key_id and version will never be reused");
+    if let Some(said) = destroyed {
+        println!("{said}");
+    }
     println!(
         "what this destroyed, and what still holds the key: {}",
         row.retirement

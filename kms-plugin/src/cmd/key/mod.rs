@@ -52,7 +52,8 @@ pub enum KeyCommand {
         #[arg(long, default_value = "software", long_help = registry::backend_help())]
         backend: String,
         /// aes-256-gcm (default) or xchacha20-poly1305 for software and
-        /// tpm-sealed keys; tpm-aes-256-cfb-hmac-sha256 for tpm-resident.
+        /// tpm-sealed keys; tpm-aes-256-cfb-hmac-sha256 for tpm-resident;
+        /// pkcs11-aes-256-gcm for pkcs11.
         #[arg(long)]
         algorithm: Option<String>,
         #[command(flatten)]
@@ -109,9 +110,10 @@ pub enum KeyCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// Software rings: write keys to a file for another node (`key import`
-    /// there) and print its digest. The file holds the keys: move it over a
-    /// secure channel, then delete it.
+    /// Software and pkcs11 rings: write keys to a file for another node
+    /// (`key import` there) and print its digest. A software file holds the
+    /// keys (move it over a secure channel, then delete it); a pkcs11 file
+    /// only which token objects to use.
     Export {
         #[command(flatten)]
         ring: RingArgs,

@@ -2,7 +2,7 @@
 //!
 //! The rule for everything that arrives from outside the node: it may add
 //! keys, as staged, and nothing else; it is accepted only when the operator
-//! confirms where it came from. `key export` (software) and `key share`
+//! confirms where it came from. `key export` (software, pkcs11) and `key share`
 //! (TPM) print the digest of the file they write; `key import` refuses the
 //! file unless `--expect` gives that digest, which the operator carries
 //! from the sending node by a channel they trust. A file built by anyone
@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 use super::RingArgs;
 use crate::backend::options::ConnectOptions;
-use crate::backend::registry;
-use crate::backend::software::export::{self as software_export, Export};
+use crate::backend::registry::{self, Portability};
 use crate::backend::tpm;
 use crate::backend::tpm::duplicate::{Bundle, Selection, Target};
 use crate::fsutil;
+use crate::keyring::export::{self as ring_export, Export};
 use crate::keyring::{self, KeyEntry, KeyState, Keyring, Merge, MergeMode, now_rfc3339};
 
 /// Files larger than this are refused unread.
@@ -68,13 +68,21 @@ fn print_digest(file: &Path, bytes: &[u8]) {
     );
 }
 
-/// `key export`: software keys to a file for another node.
+/// `key export`: software keys, or pkcs11 key references, to a file for
+/// another node.
 pub(super) fn export(args: &RingArgs, staged: bool, output: &Path) -> anyhow::Result<()> {
     let ring = {
         let _lock = keyring::lock(&args.keyring)?;
         Keyring::load(&args.keyring)?
     };
-    let file = software_export::export(&ring, |e| !staged || e.state == KeyState::Staged)
+    let row = registry::lookup(&ring.backend).map_err(anyhow::Error::msg)?;
+    if let Portability::Elsewhere(how) = row.export {
+        anyhow::bail!(
+            "key export does not move {} keys: {how}",
+            ring.backend
+        );
+    }
+    let file = ring_export::export(&ring, |e| !staged || e.state == KeyState::Staged)
         .map_err(anyhow::Error::msg)?;
     let mut text = zeroize::Zeroizing::new(serde_json::to_vec_pretty(&file)?);
     text.push(b'\n');
@@ -87,9 +95,16 @@ pub(super) fn export(args: &RingArgs, staged: bool, output: &Path) -> anyhow::Re
         file.ring_id,
         ids.join(", ")
     );
-    eprintln!(
-        "WARNING: this file holds the keys themselves: move it only over a secure channel (e.g. scp to the other node), and delete it once imported"
-    );
+    if row.export == Portability::Secret {
+        eprintln!(
+            "WARNING: this file holds the keys themselves: move it only over a secure channel (e.g. scp to the other node), and delete it once imported"
+        );
+    } else {
+        println!(
+            "the file holds no key, only which {} objects to use: the other node must reach the same token (an HSM partition both nodes share)",
+            ring.backend
+        );
+    }
     print_digest(output, &text);
     Ok(())
 }
@@ -194,9 +209,17 @@ pub(super) fn import(args: &RingArgs, path: &Path, expect: &str) -> anyhow::Resu
         .map_err(|e| anyhow::anyhow!("{} is not a key bundle: {e}", path.display()))?;
     let not_valid = |e: serde_json::Error| anyhow::anyhow!("{} is not valid: {e}", path.display());
     let (ring_id, backend, next_version, entries) = match tag.format.as_str() {
-        software_export::FORMAT => {
+        ring_export::FORMAT | ring_export::FORMAT_SOFTWARE_V1 => {
             let file: Export = serde_json::from_slice(&bytes).map_err(not_valid)?;
             let backend = file.backend.clone();
+            let row = registry::lookup(&backend)
+                .map_err(|e| anyhow::anyhow!("{} names backend={e}", path.display()))?;
+            if let Portability::Elsewhere(how) = row.export {
+                anyhow::bail!(
+                    "{} claims to hold {backend} keys, which key export never writes ({how}): refusing it",
+                    path.display()
+                );
+            }
             let (ring_id, next, entries) = file.into_entries().map_err(anyhow::Error::msg)?;
             (ring_id, backend, next, entries)
         }
@@ -216,7 +239,7 @@ pub(super) fn import(args: &RingArgs, path: &Path, expect: &str) -> anyhow::Resu
         other => anyhow::bail!(
             "{} is not a key bundle this version reads (format {other:?}; expected {:?} from `key export` or {:?} from `key share`)",
             path.display(),
-            software_export::FORMAT,
+            ring_export::FORMAT,
             tpm::duplicate::BUNDLE_FORMAT
         ),
     };

@@ -35,11 +35,12 @@ pub(crate) use mint::ResidentMinter;
 use tpm::{UnwrapError, unwrap, wrap};
 
 use super::TpmError;
-use super::object::{ObjectBlob, short_hash};
+use super::object::ObjectBlob;
+use crate::backend::key_id_hash;
 use super::policy::PcrPolicy;
 use super::worker::Worker;
 use crate::backend::options::ConnectOptions;
-use crate::backend::registry::{BackendRow, MintRequest};
+use crate::backend::registry::{BackendRow, MintRequest, Portability};
 use crate::backend::ring::{LoadError, Loaded, RingBackend, RingKeys};
 use crate::backend::{BackendError, KeyBackend, KeyMinter};
 use crate::keyring::{KeyEntry, Keyring};
@@ -63,6 +64,8 @@ pub(crate) const ROW: BackendRow = BackendRow {
     verify: |ring_id, e| ResidentKey::decode(ring_id, e).map(|_| ()),
     open,
     minter,
+    destroy: None,
+    export: Portability::Elsewhere("TPM keys move with `key export-target` on the receiving node, then `key share` here"),
 };
 
 fn open(dir: Option<&Path>, o: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {
@@ -105,7 +108,7 @@ pub fn derive_key_id(
 ) -> Result<String, TpmError> {
     Ok(format!(
         "tpmr-{ring_id}-v{version}-{}",
-        short_hash(&[&aes.name()?, &hmac.name()?])
+        key_id_hash(&[&aes.name()?, &hmac.name()?])
     ))
 }
 

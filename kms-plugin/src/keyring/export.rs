@@ -1,20 +1,26 @@
-//! Moving software keys to another node: `key export` writes the chosen
+//! Moving ring entries to another node: `key export` writes the chosen
 //! keys of a ring to a file, `key import` on the other node adds them, as
-//! staged, to its copy of the same ring.
+//! staged, to its copy of the same ring. For the backends whose entries
+//! are portable (the registry's [`Portability`]): software keys, and
+//! references to keys in a token the nodes share (pkcs11).
 //!
-//! A software KEK is protected by file permissions alone, so the file is
+//! A software KEK is protected by file permissions alone, so its file is
 //! exactly as sensitive as the ring: it is written 0600 and must travel
 //! over a channel that is both secret and authenticated (scp between the
-//! nodes, a secrets manager), and be deleted once imported. Its
+//! nodes, a secrets manager), and be deleted once imported. A pkcs11 file
+//! holds no key, only which token object to use. Its
 //! authenticity on arrival is what `key import --expect DIGEST` checks: the
 //! operator carries the digest `key export` printed to the other node by a
 //! second, trusted way, so a file built by anyone else is refused.
+//!
+//! [`Portability`]: crate::backend::registry::Portability
 
-use super::NAME;
-use crate::keyring::{KeyEntry, KeyState, Keyring, Material};
+use super::{KeyEntry, KeyState, Keyring, Material};
 
 /// Format tag of export files.
-pub(crate) const FORMAT: &str = "kms-plugin-software-export/v1";
+pub(crate) const FORMAT: &str = "kms-plugin-key-export/v1";
+/// The tag of the same files when only software keys could be exported.
+pub(crate) const FORMAT_SOFTWARE_V1: &str = "kms-plugin-software-export/v1";
 
 /// One exported key. It has no state: it arrives staged.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -40,7 +46,7 @@ pub(crate) struct Export {
     pub format: String,
     /// The ring the keys belong to.
     pub ring_id: String,
-    /// Always `software`.
+    /// The ring's backend.
     pub backend: String,
     /// The exporting ring's version counter.
     pub next_version: u64,
@@ -49,13 +55,8 @@ pub(crate) struct Export {
 }
 
 /// The keys of `ring` for which `wanted` holds (never retired ones).
+/// The caller checks the ring's backend allows it.
 pub(crate) fn export(ring: &Keyring, wanted: impl Fn(&KeyEntry) -> bool) -> Result<Export, String> {
-    if ring.backend != NAME {
-        return Err(format!(
-            "key export is for software rings; this ring is {}: use `key share` for TPM rings",
-            ring.backend
-        ));
-    }
     let keys: Vec<ExportedKey> = ring
         .keys
         .iter()
@@ -76,23 +77,22 @@ pub(crate) fn export(ring: &Keyring, wanted: impl Fn(&KeyEntry) -> bool) -> Resu
     Ok(Export {
         format: FORMAT.into(),
         ring_id: ring.ring_id.clone(),
-        backend: NAME.into(),
+        backend: ring.backend.clone(),
         next_version: ring.next_version,
         keys,
     })
 }
 
 impl Export {
-    /// The entries to merge (the caller checks each against its key_id).
+    /// The entries to merge (the caller checks the backend allows
+    /// exports and each entry against its key_id).
     pub(crate) fn into_entries(self) -> Result<(String, u64, Vec<KeyEntry>), String> {
-        if self.format != FORMAT {
+        let legacy_software = self.format == FORMAT_SOFTWARE_V1 && self.backend == "software";
+        if self.format != FORMAT && !legacy_software {
             return Err(format!(
                 "export format is {:?}, expected {FORMAT:?}",
                 self.format
             ));
-        }
-        if self.backend != NAME {
-            return Err(format!("the export is for backend {:?}", self.backend));
         }
         let mut out = Vec::with_capacity(self.keys.len());
         for k in self.keys {

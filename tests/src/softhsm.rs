@@ -81,10 +81,7 @@ impl SoftHsm {
 
     /// The environment every process using the token needs.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![(
-            "SOFTHSM2_CONF".into(),
-            self.conf().display().to_string(),
-        )]
+        vec![("SOFTHSM2_CONF".into(), self.conf().display().to_string())]
     }
 
     /// The kms-plugin flags that reach the token.

@@ -118,7 +118,11 @@ fn serve_fails(hsm: &SoftHsm, ring: &Path, flags: &[String], env: &[(String, Str
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("kms.sock");
     let out = Command::new(e2e::bin("kms-plugin"))
-        .args(["serve", "--listen-addr", &format!("unix://{}", sock.display())])
+        .args([
+            "serve",
+            "--listen-addr",
+            &format!("unix://{}", sock.display()),
+        ])
         .args(["--keyring", ring.to_str().unwrap(), "--backend", "pkcs11"])
         .args(flags)
         .envs(hsm.env())
@@ -190,25 +194,49 @@ fn settings_that_cannot_work_fail_before_binding() {
     let err = serve_fails(
         &hsm,
         &ring,
-        &with(&[module, label, ("pkcs11-pin-file", wrong_pin.to_str().unwrap())]),
+        &with(&[
+            module,
+            label,
+            ("pkcs11-pin-file", wrong_pin.to_str().unwrap()),
+        ]),
         &[],
     );
     assert!(err.contains("CKR_PIN_INCORRECT"), "{err}");
     assert!(!err.contains("0000"), "the PIN is printed: {err}");
 
-    let err = serve_fails(&hsm, &ring, &with(&[module, ("pkcs11-token-label", "nope"), pin_flag]), &[]);
+    let err = serve_fails(
+        &hsm,
+        &ring,
+        &with(&[module, ("pkcs11-token-label", "nope"), pin_flag]),
+        &[],
+    );
     assert!(err.contains("no token \"nope\""), "{err}");
-    assert!(err.contains("\"kek\""), "the tokens present are listed: {err}");
+    assert!(
+        err.contains("\"kek\""),
+        "the tokens present are listed: {err}"
+    );
 
-    let err = serve_fails(&hsm, &ring, &with(&[("pkcs11-module", "/nonexistent/p11.so"), label, pin_flag]), &[]);
-    assert!(err.contains("pkcs11-module=\"/nonexistent/p11.so\" is not valid"), "{err}");
+    let err = serve_fails(
+        &hsm,
+        &ring,
+        &with(&[("pkcs11-module", "/nonexistent/p11.so"), label, pin_flag]),
+        &[],
+    );
+    assert!(
+        err.contains("pkcs11-module=\"/nonexistent/p11.so\" is not valid"),
+        "{err}"
+    );
 
     let not_a_module = dir.path().join("not-a-module.so");
     std::fs::write(&not_a_module, "text").unwrap();
     let err = serve_fails(
         &hsm,
         &ring,
-        &with(&[("pkcs11-module", not_a_module.to_str().unwrap()), label, pin_flag]),
+        &with(&[
+            ("pkcs11-module", not_a_module.to_str().unwrap()),
+            label,
+            pin_flag,
+        ]),
         &[],
     );
     assert!(err.contains("cannot be loaded"), "{err}");
@@ -219,19 +247,36 @@ fn settings_that_cannot_work_fail_before_binding() {
     let err = serve_fails(
         &hsm,
         &ring,
-        &with(&[module, label, ("pkcs11-pin-file", open_pin.to_str().unwrap())]),
+        &with(&[
+            module,
+            label,
+            ("pkcs11-pin-file", open_pin.to_str().unwrap()),
+        ]),
         &[],
     );
-    assert!(err.contains("mode 644") && err.contains("chmod 600"), "{err}");
+    assert!(
+        err.contains("mode 644") && err.contains("chmod 600"),
+        "{err}"
+    );
     assert!(!err.contains("4711-kms"), "the PIN is printed: {err}");
 
     let err = serve_fails(&hsm, &ring, &with(&[module, label]), &[]);
     assert!(err.contains("KMS_PLUGIN_PKCS11_PIN"), "{err}");
 
-    let err = serve_fails(&hsm, &ring, &with(&[module, label, ("pkcs11-slot", "1"), pin_flag]), &[]);
+    let err = serve_fails(
+        &hsm,
+        &ring,
+        &with(&[module, label, ("pkcs11-slot", "1"), pin_flag]),
+        &[],
+    );
     assert!(err.contains("not both"), "{err}");
 
-    let err = serve_fails(&hsm, &ring, &with(&[module, label, pin_flag, ("pkcs11-sessions", "0")]), &[]);
+    let err = serve_fails(
+        &hsm,
+        &ring,
+        &with(&[module, label, pin_flag, ("pkcs11-sessions", "0")]),
+        &[],
+    );
     assert!(err.contains("pkcs11-sessions=\"0\" is not valid"), "{err}");
 
     // The PIN from the environment works.
@@ -457,7 +502,12 @@ fn a_key_of_another_token_is_unusable_here() {
     let (_, digest) = export(&hsm, &a.ring(), false, &file);
     // Node b's token is another one: the import itself only checks the
     // entries against their key_ids; serving on that token refuses them.
-    ok(key(&hsm, "import", &b.ring(), &[file.to_str().unwrap(), "--expect", &digest]));
+    ok(key(
+        &hsm,
+        "import",
+        &b.ring(),
+        &[file.to_str().unwrap(), "--expect", &digest],
+    ));
     let pin = hsm.pin_file().display().to_string();
     let other: Vec<String> = [
         "--pkcs11-module",
@@ -471,10 +521,20 @@ fn a_key_of_another_token_is_unusable_here() {
     .map(|s| s.to_string())
     .collect();
     let out = Command::new(e2e::bin("kms-plugin"))
-        .args(["key", "activate", "--keyring", b.ring().to_str().unwrap(), &first])
+        .args([
+            "key",
+            "activate",
+            "--keyring",
+            b.ring().to_str().unwrap(),
+            &first,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = serve_fails(&hsm, &b.ring(), &other, &[]);
     assert!(err.contains("this token's serial is"), "{err}");
 }

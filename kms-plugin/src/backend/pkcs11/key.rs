@@ -85,9 +85,10 @@ impl Reference {
                     e.key_id
                 )
             })?;
-        let kcv: [u8; 16] = field(KCV)?.as_slice().try_into().map_err(|_| {
-            format!("key {}: material field \"kcv\" must be 16 bytes", e.key_id)
-        })?;
+        let kcv: [u8; 16] = field(KCV)?
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("key {}: material field \"kcv\" must be 16 bytes", e.key_id))?;
         if let Some(extra) = m.fields().find(|f| ![ID, SERIAL, KCV].contains(f)) {
             return Err(format!(
                 "key {}: unknown material field {extra:?}",
@@ -113,7 +114,11 @@ impl Reference {
 
     /// `CKA_ID 6b6d..` for messages (not secret).
     fn describe(&self) -> String {
-        format!("CKA_ID {} in token serial {}", hex::encode(&self.id), self.serial)
+        format!(
+            "CKA_ID {} in token serial {}",
+            hex::encode(&self.id),
+            self.serial
+        )
     }
 }
 
@@ -153,9 +158,12 @@ fn template(id: &[u8]) -> Vec<Attribute> {
 /// The check value of `handle`'s key, computed in the token.
 fn check_value(s: &Session, handle: ObjectHandle) -> Result<[u8; 16], P11Error> {
     let out = s.encrypt(&Mechanism::AesEcb, handle, KCV_BLOCK)?;
-    out.as_slice()
-        .try_into()
-        .map_err(|_| P11Error::Pkcs11(RvError::FunctionFailed, cryptoki::context::Function::Encrypt))
+    out.as_slice().try_into().map_err(|_| {
+        P11Error::Pkcs11(
+            RvError::FunctionFailed,
+            cryptoki::context::Function::Encrypt,
+        )
+    })
 }
 
 /// Finds `r`'s object on session `s` and checks it is that key, stored as
@@ -328,8 +336,7 @@ impl Pkcs11Key {
             )));
         }
         let mut iv = [0u8; format::IV_LEN];
-        getrandom::fill(&mut iv)
-            .map_err(BackendError::Rng)?;
+        getrandom::fill(&mut iv).map_err(BackendError::Rng)?;
         let aad = format::aad(&self.key_id);
         let sealed = self
             .with_object(token, |s, h| {
@@ -390,7 +397,7 @@ fn may_be_tag_failure(e: &P11Error) -> bool {
             | RvError::EncryptedDataLenRange
             | RvError::GeneralError
             | RvError::FunctionFailed => true,
-            RvError::UnknownErrorCode(c) => u64::from(*c) == CKR_AEAD_DECRYPT_FAILED,
+            RvError::UnknownErrorCode(c) => *c == CKR_AEAD_DECRYPT_FAILED,
             _ => false,
         },
         _ => false,
@@ -405,8 +412,7 @@ pub(crate) fn generate(
     version: u64,
 ) -> Result<(String, Reference), BackendError> {
     let mut tag = [0u8; 4];
-    getrandom::fill(&mut tag)
-        .map_err(BackendError::Rng)?;
+    getrandom::fill(&mut tag).map_err(BackendError::Rng)?;
     let id = format!("{ring_id}-v{version}-{}", hex::encode(tag)).into_bytes();
     let label = format!("kms-plugin {ring_id} v{version}").into_bytes();
     let made = token

@@ -113,11 +113,14 @@ fn bad(key: &str, value: &str, why: impl std::fmt::Display) -> String {
 fn read_pin(o: &ConnectOptions) -> Result<Zeroizing<String>, String> {
     if let Some(path) = o.get("pkcs11-pin-file") {
         let p = Path::new(path);
-        let meta = std::fs::symlink_metadata(p)
-            .map_err(|e| bad("pkcs11-pin-file", path, e))?;
+        let meta = std::fs::symlink_metadata(p).map_err(|e| bad("pkcs11-pin-file", path, e))?;
         use std::os::unix::fs::MetadataExt;
         if !meta.file_type().is_file() {
-            return Err(bad("pkcs11-pin-file", path, "not a regular file (a symlink is refused)"));
+            return Err(bad(
+                "pkcs11-pin-file",
+                path,
+                "not a regular file (a symlink is refused)",
+            ));
         }
         if meta.mode() & 0o077 != 0 {
             return Err(bad(
@@ -134,7 +137,10 @@ fn read_pin(o: &ConnectOptions) -> Result<Zeroizing<String>, String> {
             return Err(bad(
                 "pkcs11-pin-file",
                 path,
-                format!("owned by uid {}, not by this user ({me}) or root", meta.uid()),
+                format!(
+                    "owned by uid {}, not by this user ({me}) or root",
+                    meta.uid()
+                ),
             ));
         }
         let text = Zeroizing::new(
@@ -169,7 +175,11 @@ fn token_config(o: &ConnectOptions) -> Result<TokenConfig, String> {
         (Some(_), Some(_)) => {
             return Err("give --pkcs11-token-label or --pkcs11-slot, not both".into());
         }
-        _ => return Err("pkcs11 needs the token: --pkcs11-token-label LABEL (or --pkcs11-slot N)".into()),
+        _ => {
+            return Err(
+                "pkcs11 needs the token: --pkcs11-token-label LABEL (or --pkcs11-slot N)".into(),
+            );
+        }
     };
     let sessions = match o.get("pkcs11-sessions") {
         None => DEFAULT_SESSIONS,
@@ -187,7 +197,9 @@ fn token_config(o: &ConnectOptions) -> Result<TokenConfig, String> {
 }
 
 fn token(o: &ConnectOptions) -> Result<Arc<Token>, BackendError> {
-    Ok(Arc::new(Token::new(token_config(o).map_err(BackendError::Config)?)))
+    Ok(Arc::new(Token::new(
+        token_config(o).map_err(BackendError::Config)?,
+    )))
 }
 
 /// Attempts to reach the token at start before `serve` gives up: a module
@@ -201,7 +213,12 @@ fn open(dir: Option<&Path>, o: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, B
     let token = token(o)?;
     let mut attempt = 1;
     loop {
-        match Pkcs11Backend::open(dir, Pkcs11Keys { token: token.clone() }) {
+        match Pkcs11Backend::open(
+            dir,
+            Pkcs11Keys {
+                token: token.clone(),
+            },
+        ) {
             Err(BackendError::Unavailable(why)) if attempt < START_ATTEMPTS => {
                 tracing::warn!(attempt, reason = %why, "PKCS#11 token not usable yet; trying again");
                 std::thread::sleep(START_PAUSE);
@@ -229,7 +246,9 @@ fn destroy(o: &ConnectOptions, ring_id: &str, e: &KeyEntry) -> Result<String, Ba
 fn call_error(e: CallError) -> BackendError {
     match e {
         CallError::Backend(b) => b,
-        CallError::Token(t) => BackendError::Internal(format!("the token refused: {}", token::rv_name(&t))),
+        CallError::Token(t) => {
+            BackendError::Internal(format!("the token refused: {}", token::rv_name(&t)))
+        }
     }
 }
 
@@ -270,7 +289,11 @@ impl RingKeys for Pkcs11Keys {
     }
 
     async fn wrap(&self, key: &Arc<Pkcs11Key>, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
-        let (token, key, pt) = (self.token.clone(), key.clone(), Zeroizing::new(plaintext.to_vec()));
+        let (token, key, pt) = (
+            self.token.clone(),
+            key.clone(),
+            Zeroizing::new(plaintext.to_vec()),
+        );
         blocking(move || key.wrap(&token, &pt)).await
     }
 
@@ -317,7 +340,12 @@ impl KeyMinter for Pkcs11Minter {
         vec![SCHEME]
     }
 
-    fn mint(&self, ring_id: &str, version: u64, algorithm: &str) -> Result<MintedKey, BackendError> {
+    fn mint(
+        &self,
+        ring_id: &str,
+        version: u64,
+        algorithm: &str,
+    ) -> Result<MintedKey, BackendError> {
         if algorithm != SCHEME {
             return Err(BackendError::Config(format!(
                 "unknown algorithm {algorithm:?}; pkcs11 keys use {SCHEME}"

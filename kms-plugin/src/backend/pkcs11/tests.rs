@@ -105,7 +105,10 @@ fn entries_decode_and_every_edit_is_refused() {
     refused(&with("id", &[b'a'; 65]), "\"id\" must be 1 to 64 bytes");
     refused(&with("token-serial", b""), "is not a token serial");
     refused(&with("token-serial", b"a b"), "is not a token serial");
-    refused(&with("token-serial", &[0xff, 0xfe]), "is not a token serial");
+    refused(
+        &with("token-serial", &[0xff, 0xfe]),
+        "is not a token serial",
+    );
     refused(&with("token-serial", &[b'1'; 17]), "is not a token serial");
     refused(&with("key", &[0; 32]), "unknown material field \"key\"");
 }
@@ -152,7 +155,11 @@ fn settings_are_checked_before_anything_runs() {
     ];
     check(&good).unwrap();
     let cfg = token_config(&options(&good)).unwrap();
-    assert_eq!(cfg.pin.as_str(), "1234", "the newline is not part of the PIN");
+    assert_eq!(
+        cfg.pin.as_str(),
+        "1234",
+        "the newline is not part of the PIN"
+    );
     assert_eq!(cfg.sessions, 4);
     assert_eq!(cfg.token, TokenChoice::Label("kek".into()));
 

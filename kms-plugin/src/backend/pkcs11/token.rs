@@ -201,9 +201,13 @@ impl Token {
                 }
             )));
         };
-        let session = ctx
-            .open_rw_session(slot)
-            .map_err(|e| unavailable(format!("opening a session on {}: {}", self.cfg.token, rv_name(&e))))?;
+        let session = ctx.open_rw_session(slot).map_err(|e| {
+            unavailable(format!(
+                "opening a session on {}: {}",
+                self.cfg.token,
+                rv_name(&e)
+            ))
+        })?;
         let pin = cryptoki::types::AuthPin::from(self.cfg.pin.as_str());
         match session.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
@@ -219,7 +223,13 @@ impl Token {
                     self.cfg.token
                 )));
             }
-            Err(e) => return Err(unavailable(format!("logging in to {}: {}", self.cfg.token, rv_name(&e)))),
+            Err(e) => {
+                return Err(unavailable(format!(
+                    "logging in to {}: {}",
+                    self.cfg.token,
+                    rv_name(&e)
+                )));
+            }
         }
         Ok((
             Live {
@@ -238,9 +248,12 @@ impl Token {
         let deadline = Instant::now() + SESSION_WAIT;
         loop {
             let busy = if pool.live.is_some() {
-                match self.from_live(&mut pool) {
+                match self.take_live(&mut pool) {
                     Some(taken) => return taken,
-                    None => format!("all {} sessions with {} are busy", pool.open, self.cfg.token),
+                    None => format!(
+                        "all {} sessions with {} are busy",
+                        pool.open, self.cfg.token
+                    ),
                 }
             } else if pool.draining.is_some() {
                 format!(
@@ -300,7 +313,7 @@ impl Token {
 
     /// An idle or new session of the live connection; `None` when all
     /// are busy.
-    fn from_live(&self, pool: &mut Pool) -> Option<Result<(Session, u64, String), BackendError>> {
+    fn take_live(&self, pool: &mut Pool) -> Option<Result<(Session, u64, String), BackendError>> {
         let live = pool.live.as_ref()?;
         let (generation, serial) = (live.generation, live.serial.clone());
         if let Some(s) = pool.idle.pop() {

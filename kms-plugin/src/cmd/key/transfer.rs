@@ -77,10 +77,7 @@ pub(super) fn export(args: &RingArgs, staged: bool, output: &Path) -> anyhow::Re
     };
     let row = registry::lookup(&ring.backend).map_err(anyhow::Error::msg)?;
     if let Portability::Elsewhere(how) = row.export {
-        anyhow::bail!(
-            "key export does not move {} keys: {how}",
-            ring.backend
-        );
+        anyhow::bail!("key export does not move {} keys: {how}", ring.backend);
     }
     let file = ring_export::export(&ring, |e| !staged || e.state == KeyState::Staged)
         .map_err(anyhow::Error::msg)?;

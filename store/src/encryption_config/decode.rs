@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::transform::kind::{PROVIDERS, ProviderKind};
 use crate::wipe::Wiped;
 
 /// Decodes `text` into the raw form of the file (nothing validated yet).
@@ -43,14 +44,79 @@ pub(super) struct RawResource {
     pub(super) providers: Option<Vec<RawProvider>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One entry of a `providers:` list: `kms`, `identity`, or one of the
+/// local-key providers of the provider table ([`PROVIDERS`]), each under
+/// its table name. Read from the table, so a new provider needs no field
+/// here; unknown and repeated keys are errors, as with named fields.
 pub(super) struct RawProvider {
-    pub(super) aesgcm: Option<RawKeys>,
-    pub(super) aescbc: Option<RawKeys>,
-    pub(super) secretbox: Option<RawKeys>,
+    /// The local-key providers present, in table order.
+    pub(super) local: Vec<(ProviderKind, RawKeys)>,
     pub(super) identity: Option<RawIdentity>,
     pub(super) kms: Option<RawKms>,
+}
+
+/// The keys a provider entry may have: the local-key providers, then
+/// `identity` and `kms`.
+fn provider_fields() -> &'static [&'static str] {
+    static FIELDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        PROVIDERS
+            .iter()
+            .filter(|r| r.local.is_some())
+            .map(|r| r.name)
+            .chain(["identity", "kms"])
+            .collect()
+    });
+    FIELDS.as_slice()
+}
+
+impl<'de> Deserialize<'de> for RawProvider {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawProvider;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a provider (one of ")?;
+                f.write_str(&provider_fields().join(", "))?;
+                f.write_str(")")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<RawProvider, A::Error> {
+                use serde::de::Error;
+                let mut out = RawProvider {
+                    local: Vec::new(),
+                    identity: None,
+                    kms: None,
+                };
+                while let Some(key) = m.next_key::<String>()? {
+                    match key.as_str() {
+                        "identity" if out.identity.is_some() => {
+                            return Err(A::Error::duplicate_field("identity"));
+                        }
+                        "identity" => out.identity = Some(m.next_value()?),
+                        "kms" if out.kms.is_some() => return Err(A::Error::duplicate_field("kms")),
+                        "kms" => out.kms = Some(m.next_value()?),
+                        name => {
+                            let row = PROVIDERS
+                                .iter()
+                                .find(|r| r.local.is_some() && r.name == name)
+                                .ok_or_else(|| A::Error::unknown_field(name, provider_fields()))?;
+                            if out.local.iter().any(|(k, _)| *k == row.kind) {
+                                return Err(A::Error::duplicate_field(row.name));
+                            }
+                            out.local.push((row.kind, m.next_value()?));
+                        }
+                    }
+                }
+                out.local.sort_by_key(|(k, _)| *k);
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 #[derive(Deserialize)]
@@ -213,6 +279,41 @@ mod tests {
         .unwrap_err();
         assert!(matches!(e, ConfigError::Decode { .. }), "{e:?}");
         assert_no_key_material(&e.to_string());
+    }
+
+    #[test]
+    fn provider_entries_are_read_from_the_provider_table() {
+        // Each name once; an unknown one lists what is known.
+        let keys = format!("\n      keys:\n      - name: k\n        secret: {K32}\n");
+        for dup in ["aesgcm", "aescbc", "secretbox"] {
+            let e =
+                EncryptionConfiguration::parse(&doc(&format!("  - {dup}:{keys}    {dup}:{keys}")))
+                    .unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("duplicate") && msg.contains(dup), "{msg}");
+            assert_no_key_material(&msg);
+        }
+        let e = EncryptionConfiguration::parse(&doc("  - identity: {}\n    identity: {}\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
+        let e = EncryptionConfiguration::parse(&doc("  - aesctr: {}\n")).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("unknown field `aesctr`")
+                && msg.contains("aesgcm")
+                && msg.contains("secretbox")
+                && msg.contains("kms"),
+            "{msg}"
+        );
+        // Two different providers in one entry: the apiserver's message.
+        let e = EncryptionConfiguration::parse(&doc(&format!(
+            "  - secretbox:{keys}    identity: {{}}\n"
+        )))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("more than one provider specified"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,7 +12,6 @@ use super::kms::validate_kms;
 use super::resources::GroupResource;
 use super::{ProviderConfig, ResourceConfig};
 use crate::k8s::{FieldError, FieldErrors, go_quote as q};
-use crate::transform::ProviderKind;
 
 /// Collects field errors with the apiserver's message shapes.
 #[derive(Default)]
@@ -193,16 +192,14 @@ fn validate_provider(
     kms_names: &mut HashSet<String>,
     errs: &mut Errors,
 ) -> Option<ProviderConfig> {
-    let present: Vec<&str> = [
-        ("kms", p.kms.is_some()),
-        ("aesgcm", p.aesgcm.is_some()),
-        ("aescbc", p.aescbc.is_some()),
-        ("secretbox", p.secretbox.is_some()),
-        ("identity", p.identity.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(n, set)| set.then_some(n))
-    .collect();
+    // In upstream's order: kms, the local-key providers, identity.
+    let present: Vec<&str> = p
+        .kms
+        .iter()
+        .map(|_| "kms")
+        .chain(p.local.iter().map(|(kind, _)| kind.row().name))
+        .chain(p.identity.iter().map(|_| "identity"))
+        .collect();
     match present.len() {
         0 => {
             errs.invalid(
@@ -226,16 +223,11 @@ fn validate_provider(
         let kms_path = format!("{path}.kms");
         return validate_kms(kms, &kms_path, kms_names, errs);
     }
-    let local = [
-        (ProviderKind::AesGcm, p.aesgcm),
-        (ProviderKind::AesCbc, p.aescbc),
-        (ProviderKind::Secretbox, p.secretbox),
-    ];
-    for (kind, raw) in local {
-        if let (Some(raw), Some(row)) = (raw, kind.row().local.as_ref()) {
-            let keys = validate_keys(raw, &format!("{path}.{kind}.keys"), row.key_sizes, errs);
-            return Some(ProviderConfig::Keys { kind, keys });
-        }
+    if let Some((kind, raw)) = p.local.into_iter().next()
+        && let Some(row) = kind.row().local.as_ref()
+    {
+        let keys = validate_keys(raw, &format!("{path}.{kind}.keys"), row.key_sizes, errs);
+        return Some(ProviderConfig::Keys { kind, keys });
     }
     Some(ProviderConfig::Identity)
 }

@@ -12,7 +12,8 @@
 //! - `software`: KEKs in the ring file;
 //! - `tpm`: `tpm-sealed` / `tpm-resident`, KEKs sealed in, or resident in,
 //!   a TPM 2.0;
-//! - `pkcs11`: KEKs generated in a PKCS#11 token (an HSM).
+//! - `pkcs11`: KEKs generated in a PKCS#11 token (an HSM);
+//! - `transit`: a key of an OpenBao/Vault Transit engine (no key ring).
 
 mod memory;
 pub(crate) mod options;
@@ -21,6 +22,7 @@ pub(crate) mod registry;
 pub(crate) mod ring;
 pub(crate) mod software;
 pub(crate) mod tpm;
+pub mod transit;
 
 use std::sync::Arc;
 
@@ -108,6 +110,9 @@ pub enum BackendError {
     /// The TPM failed (its error says whether it is reachable).
     #[error(transparent)]
     Tpm(#[from] tpm::TpmError),
+    /// A call to OpenBao/Vault Transit failed (its error names the cause).
+    #[error(transparent)]
+    Transit(#[from] transit::TransitError),
     /// The key ring cannot be used.
     #[error(transparent)]
     Keyring(#[from] KeyringError),
@@ -135,6 +140,7 @@ impl BackendError {
             BackendError::Unavailable(_) => Fault::Unavailable,
             BackendError::Denied(_) => Fault::Denied,
             BackendError::Tpm(e) if e.is_unavailable() => Fault::Unavailable,
+            BackendError::Transit(e) => e.fault(),
             BackendError::Tpm(_)
             | BackendError::Keyring(_)
             | BackendError::Config(_)
@@ -155,6 +161,22 @@ impl From<crate::wire::WireError> for BackendError {
         }
     }
 }
+
+/// The labels of `kms_plugin_backend_calls_total`: one call a backend sent
+/// to the service that holds its keys, and how it went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ServiceCallLabels {
+    /// The call (`encrypt`, `decrypt`, `key`, `health`, `login`, ...).
+    pub op: &'static str,
+    /// `ok`, `refused` (4xx), `failed` (5xx) or `unreachable`.
+    pub outcome: &'static str,
+}
+
+/// The counters of a backend's calls to its service.
+pub type ServiceCalls = prometheus_client::metrics::family::Family<
+    ServiceCallLabels,
+    prometheus_client::metrics::counter::Counter,
+>;
 
 /// The runtime side of a backend, used by the gRPC service.
 #[async_trait::async_trait]
@@ -196,6 +218,12 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// that died cannot serve, whatever the device says. `Err` says why.
     fn liveness(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    /// The calls it sends to the service holding its keys, counted, for a
+    /// backend that talks to one (`None` for the others).
+    fn service_calls(&self) -> Option<ServiceCalls> {
+        None
     }
 
     /// Starts again whatever [`KeyBackend::liveness`] found dead; returns

@@ -56,7 +56,9 @@ impl Portability {
     /// The command that sends staged keys to another node.
     pub(crate) fn send_staged(self) -> &'static str {
         match self {
-            Portability::Secret | Portability::Reference => "`kms-plugin key export --staged -o FILE`",
+            Portability::Secret | Portability::Reference => {
+                "`kms-plugin key export --staged -o FILE`"
+            }
             Portability::Elsewhere(_) => {
                 "`kms-plugin key share --staged` (to the target `key export-target` wrote there)"
             }
@@ -115,6 +117,7 @@ pub(crate) const BACKENDS: &[BackendRow] = &[
     tpm::sealed::ROW,
     tpm::resident::ROW,
     pkcs11::ROW,
+    super::transit::ROW,
 ];
 
 /// The backend called `name`.
@@ -127,7 +130,7 @@ pub(crate) fn default_row() -> &'static BackendRow {
     &BACKENDS[0]
 }
 
-/// `software, tpm-sealed, tpm-resident or pkcs11`.
+/// `software, tpm-sealed, tpm-resident, pkcs11 or transit`.
 pub(crate) fn choices() -> String {
     let names: Vec<&str> = BACKENDS.iter().map(|r| r.name).collect();
     match names.split_last() {
@@ -191,7 +194,10 @@ mod tests {
             );
             assert_eq!(row(r.name).unwrap().name, r.name);
         }
-        assert_eq!(choices(), "software, tpm-sealed, tpm-resident or pkcs11");
+        assert_eq!(
+            choices(),
+            "software, tpm-sealed, tpm-resident, pkcs11 or transit"
+        );
         assert_eq!(default_row().name, "software");
         assert!(
             lookup("hsm")

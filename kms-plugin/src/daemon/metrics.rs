@@ -172,6 +172,16 @@ impl Metrics {
         }
     }
 
+    /// Publishes a backend's calls to its key service as
+    /// `kms_plugin_backend_calls_total{op, outcome}`.
+    pub fn register_backend_calls(&mut self, calls: crate::backend::ServiceCalls) {
+        self.registry.register(
+            "backend_calls",
+            "Calls the backend sent to the service holding its keys (each attempt, retries included), by call and outcome",
+            calls,
+        );
+    }
+
     /// Counts a failed bind of the health port.
     pub fn health_listen_failed(&self) {
         self.health_listen_failures.inc();
@@ -321,5 +331,23 @@ mod tests {
         assert!(!text.contains("\"k2\""), "raw key_id exported");
         assert!(text.contains(r#"kms_plugin_backend_errors_total{op="reload"} 1"#));
         assert!(text.contains("kms_plugin_request_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn exposes_a_backends_service_calls() {
+        let mut m = Metrics::new();
+        let calls = crate::backend::ServiceCalls::default();
+        m.register_backend_calls(calls.clone());
+        calls
+            .get_or_create(&crate::backend::ServiceCallLabels {
+                op: "encrypt",
+                outcome: "ok",
+            })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains(r#"kms_plugin_backend_calls_total{op="encrypt",outcome="ok"} 1"#),
+            "{text}"
+        );
     }
 }

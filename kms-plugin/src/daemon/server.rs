@@ -206,7 +206,11 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
         socket,
         health_listener,
     } = p;
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if let Some(calls) = backend.service_calls() {
+        metrics.register_backend_calls(calls);
+    }
+    let metrics = Arc::new(metrics);
     let health = Arc::new(Health::new(
         backend.clone(),
         metrics.clone(),

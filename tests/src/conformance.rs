@@ -50,6 +50,16 @@ pub trait Fixture: Send + Sync {
     fn keeps_a_ring(&self) -> bool {
         true
     }
+    /// The version a key_id of this backend names: by default the `N` of
+    /// its `-vN-` part (every backend's key_ids carry one).
+    fn key_version(&self, key_id: &str) -> Option<u64> {
+        key_id
+            .split('-')
+            .rev()
+            .filter_map(|part| part.strip_prefix('v'))
+            .find(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|n| n.parse().ok())
+    }
     /// Creates the first key: `key init --backend ...` by default.
     fn init(&self, ring: &Path) {
         let mut args: Vec<String> = vec!["--backend".into(), self.backend().into()];
@@ -486,7 +496,7 @@ pub async fn rotation_restart_and_retirement(f: &dyn Fixture) {
         vec![1; 32]
     );
     let k3 = node.rotate();
-    assert!(k3.contains("-v3-"), "{k3}");
+    assert_eq!(f.key_version(&k3), Some(3), "{k3}");
     wait_key_id(&mut c, &k3).await;
     let w3 = c.encrypt(enc(&[3; 32])).await.unwrap().into_inner();
     let (code, body) = crate::http_get(node.plugin.health_port.unwrap(), "/metrics");
@@ -579,7 +589,15 @@ pub async fn rotation_restart_and_retirement(f: &dyn Fixture) {
         assert!(!String::from_utf8_lossy(&out.stdout).contains("material"));
     }
     let k4 = node.rotate();
-    assert!(k4.contains("-v4-"), "key_ids are never reused: {k4}");
+    assert_eq!(
+        f.key_version(&k4),
+        Some(4),
+        "key_ids are never reused: {k4}"
+    );
+    assert!(
+        ![&k1, &k2, &k3].contains(&&k4),
+        "key_ids are never reused: {k4}"
+    );
 }
 
 fn ring_file(node: &Node<'_>) -> PathBuf {

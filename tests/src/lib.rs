@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod etcd;
 pub mod h2raw;
 pub mod nodes;
+pub mod openbao;
 pub mod softhsm;
 
 pub mod swtpm;

@@ -45,6 +45,37 @@ pub fn plugin_ciphertext(bytes: &[u8]) {
         }
     }
     let _ = crate::backend::tpm::resident::check_ciphertext(bytes);
+    transit_bytes(bytes);
+}
+
+/// The transit backend's inputs from outside: a Decrypt ciphertext (what
+/// parses re-encodes to the same bytes), Transit's `vault:v<N>:` text, and
+/// the server's key and health answers: never a panic.
+fn transit_bytes(bytes: &[u8]) {
+    use crate::backend::transit::{format, keys};
+    if let Ok(p) = format::parse(bytes)
+        && bytes.len() <= kms_proto::contract::MAX_CIPHERTEXT
+    {
+        let again = format::encode(p.version, p.transit).expect("a parsed ciphertext fits");
+        assert_eq!(again, bytes);
+    }
+    if let Ok(text) = std::str::from_utf8(bytes)
+        && let Ok((v, raw)) = format::from_vault(text)
+    {
+        assert_eq!(format::from_vault(&format::to_vault(v, &raw)), Ok((v, raw)));
+    }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        let _ = keys::parse_health(&v);
+        let id = keys::Identity {
+            cluster_id: "fuzz".into(),
+            namespace: String::new(),
+            mount: "transit".into(),
+            key: "k".into(),
+        };
+        if let Ok(k) = keys::parse_key(&id, &v) {
+            assert!(k.versions.contains_key(&k.latest));
+        }
+    }
 }
 
 /// A `key share` bundle and a `key export-target` file: parsing and every

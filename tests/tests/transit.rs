@@ -48,6 +48,18 @@ fn metrics(p: &Plugin) -> String {
     http_get(p.health_port.unwrap(), "/metrics").1
 }
 
+/// `kms-plugin probe` of `p`: (healthy, what it printed).
+fn probe(p: &Plugin) -> (bool, String) {
+    let out = std::process::Command::new(e2e::bin("kms-plugin"))
+        .args(["probe", "--listen-addr", &p.endpoint()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
 /// Asserts the plugin sent at least `n` calls `op` that ended `outcome`.
 fn assert_calls(p: &Plugin, op: &str, outcome: &str, n: u64) {
     let m = metrics(p);
@@ -145,12 +157,8 @@ async fn a_policy_without_decrypt_is_permission_denied_and_probe_says_so() {
     let h = wait_healthz(&mut c, Duration::from_secs(5), "self-test", |h| h != "ok").await;
     assert!(h.contains("permission denied"), "{h}");
 
-    let out = std::process::Command::new(e2e::bin("kms-plugin"))
-        .args(["probe", "--listen-addr", &p.endpoint()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let (healthy, text) = probe(&p);
+    assert!(!healthy, "{text}");
     for want in [
         "PermissionDenied",
         "transit/decrypt/kube-secrets",
@@ -204,6 +212,19 @@ async fn server_killed_restarted_sealed_and_unsealed_while_serving() {
         k1,
         "the cached key_id is still reported"
     );
+    let (healthy, text) = probe(&p);
+    assert!(!healthy);
+    for want in [
+        "FAILED: Unavailable",
+        "cannot be reached",
+        "the plugin recovers by itself",
+        "UNHEALTHY",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want:?} not in probe's output:\n{text}"
+        );
+    }
 
     // Back, sealed: healthz names it; calls are UNAVAILABLE naming it.
     bao.start_again();
@@ -224,6 +245,8 @@ async fn server_killed_restarted_sealed_and_unsealed_while_serving() {
     assert_eq!(d.into_inner().plaintext, [5; 32]);
     let w = c.encrypt(enc(&[6; 32])).await.unwrap().into_inner();
     assert_eq!(w.key_id, k1);
+    let (healthy, text) = probe(&p);
+    assert!(healthy, "{text}");
     assert_calls(&p, "encrypt", "unreachable", 2);
 }
 

@@ -28,6 +28,26 @@ fn line(step: &str, what: impl std::fmt::Display) {
     println!("{step:<10} {what}");
 }
 
+/// What an operator does about a failed call whose code names the
+/// backend's state (the message says which server, key, policy or file).
+fn hint(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied => {
+            " [the key service refuses the plugin: grant its policy the path named, or give it a valid token]"
+        }
+        tonic::Code::Unavailable => {
+            " [the backend cannot serve now: bring back the device or server named; the plugin recovers by itself]"
+        }
+        tonic::Code::Internal => " [see the plugin's log for the cause]",
+        _ => "",
+    }
+}
+
+/// The failed call `step`: its code, message and what to do.
+fn failed(s: &tonic::Status) -> String {
+    format!("FAILED: {:?}: {}{}", s.code(), s.message(), hint(s.code()))
+}
+
 /// Runs the probe; returns whether the plugin is healthy for kube-apiserver.
 pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
     let ep = Endpoint::parse(&args.listen_addr).map_err(|e| anyhow::anyhow!("listen-addr={e}"))?;
@@ -128,10 +148,11 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
     {
         Ok(r) => r.into_inner(),
         Err(s) => {
-            line(
-                "encrypt",
-                format!("FAILED: {:?}: {}", s.code(), s.message()),
-            );
+            line("encrypt", failed(&s));
+            for p in &problems {
+                line("problem", p);
+            }
+            line("result", "UNHEALTHY");
             return Ok(false);
         }
     };
@@ -173,7 +194,10 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
                 problems.push("Decrypt returned something other than what was encrypted".into());
             }
         }
-        Err(s) => problems.push(format!("Decrypt failed: {:?}: {}", s.code(), s.message())),
+        Err(s) => {
+            line("decrypt", failed(&s));
+            problems.push(format!("Decrypt failed: {:?}", s.code()));
+        }
     }
 
     if problems.is_empty() {

@@ -48,6 +48,27 @@ pub fn shown(p: &Path) -> String {
         .unwrap_or_else(|_| p.display().to_string())
 }
 
+/// The backends whose keys live in the service they call, not in a key
+/// ring (their registry rows say `ring: false`: kms-plugin's
+/// backend/registry.rs), so `serve` refuses `--keyring` for them.
+pub const RINGLESS_BACKENDS: &[&str] = &["transit"];
+
+/// Whether a `serve` command line runs a backend without a key ring.
+pub fn keeps_no_ring<S: AsRef<str>>(argv: &[S]) -> bool {
+    flag(argv, "backend").is_some_and(|b| RINGLESS_BACKENDS.contains(&b))
+}
+
+/// The values of every `--...-file` flag: the credential and TLS files a
+/// ring-less backend reads (`--transit-token-file`, `--transit-ca-file`).
+pub fn file_flags<S: AsRef<str>>(argv: &[S]) -> Vec<String> {
+    argv.iter()
+        .filter_map(|a| a.as_ref().strip_prefix("--"))
+        .filter_map(|a| a.split_once('='))
+        .filter(|(name, _)| name.ends_with("-file"))
+        .map(|(_, v)| v.to_string())
+        .collect()
+}
+
 /// The value of `--name` in a command line (as `--name=v` or `--name v`):
 /// how the plugin reads its flags, for units and pods alike.
 pub fn flag<'a, S: AsRef<str>>(argv: &'a [S], name: &str) -> Option<&'a str> {
@@ -168,7 +189,8 @@ fn both_plugin_pods_are_checked_as_plugin_pods() {
         plugin_pods,
         [
             "deploy/kubernetes/kms-plugin-static-pod.yaml",
-            "deploy/tpm/kms-plugin-tpm-static-pod.yaml"
+            "deploy/tpm/kms-plugin-tpm-static-pod.yaml",
+            "deploy/transit/kms-plugin-transit-static-pod.yaml"
         ]
     );
 }

@@ -14,7 +14,7 @@
 
 use serde_json::Value;
 
-use crate::flag;
+use crate::{file_flags, flag, keeps_no_ring};
 
 const HOST_PATH_TYPES: [&str; 7] = [
     "DirectoryOrCreate",
@@ -183,6 +183,18 @@ fn mounted_at<'a>(spec: &'a Value, c: &'a Value, path: &str) -> Option<(&'a Valu
 
 fn check_mounts(spec: &Value, c: &Value, args: &[&str], at: &str, p: &mut Vec<String>) {
     match flag(args, "keyring") {
+        // No ring: the credential files come from a read-only hostPath.
+        None if keeps_no_ring(args) => {
+            for f in file_flags(args) {
+                let dir = f.rsplit_once('/').map_or("", |(d, _)| d);
+                match mounted_at(spec, c, dir) {
+                    Some((m, hp)) if m["readOnly"] == true && hp["type"] == "Directory" => {}
+                    _ => p.push(format!(
+                        "{at}: {f} must be in a hostPath Directory mounted readOnly at {dir}"
+                    )),
+                }
+            }
+        }
         None => p.push(format!("{at}: kms-plugin serve needs --keyring")),
         Some(ring) => match mounted_at(spec, c, ring) {
             None => p.push(format!(
@@ -332,10 +344,36 @@ mod tests {
         &mut container(pod)["securityContext"]
     }
 
+    fn transit_pod() -> Value {
+        let text = std::fs::read_to_string(
+            crate::deploy_dir().join("transit/kms-plugin-transit-static-pod.yaml"),
+        )
+        .unwrap();
+        serde_saphyr::from_str(&text).unwrap()
+    }
+
     #[test]
     fn the_shipped_pods_pass() {
         assert_eq!(check(&software_pod()), Vec::<String>::new());
         assert_eq!(check(&tpm_pod()), Vec::<String>::new());
+        assert_eq!(check(&transit_pod()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_ringless_backend_needs_its_credentials_read_only_and_others_a_ring() {
+        let b = broken(transit_pod(), |p| {
+            container(p)["volumeMounts"][0]["readOnly"] = false.into()
+        });
+        assert!(
+            b.contains(
+                "/etc/kms-plugin/transit/token must be in a hostPath Directory mounted readOnly"
+            ),
+            "{b}"
+        );
+        let b = broken(transit_pod(), |p| {
+            container(p)["command"][2] = "--backend=software".into()
+        });
+        assert!(b.contains("kms-plugin serve needs --keyring"), "{b}");
     }
 
     #[test]

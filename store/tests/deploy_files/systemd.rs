@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{deploy_files, flag, shown};
+use crate::{deploy_files, file_flags, flag, keeps_no_ring, shown};
 
 /// The highest exposure a unit may have.
 const MAX_EXPOSURE: f64 = 2.0;
@@ -201,6 +201,18 @@ fn every_unit_gives_the_plugin_what_it_needs_and_no_more() {
             )),
         }
         match flag(&exec, "keyring") {
+            // No ring: its credential files must not be writable either.
+            None if keeps_no_ring(&exec) => {
+                for f in file_flags(&exec) {
+                    let writable = rw.iter().chain(&words(&s, "StateDirectory")).any(|w| {
+                        let w = w.trim_start_matches(['-', '+']);
+                        f.starts_with(w) || f.starts_with(&format!("/var/lib/{w}"))
+                    });
+                    if writable || one(&s, "ProtectSystem") != Some("strict") {
+                        p.push(format!("{at}: {f} must be read-only for the plugin (ProtectSystem=strict, not in ReadWritePaths=)"));
+                    }
+                }
+            }
             None => p.push(format!("{at}: --keyring is required")),
             Some(ring) => {
                 if !words(&s, "ReadOnlyPaths").iter().any(|w| w == ring) {

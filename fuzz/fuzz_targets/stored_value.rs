@@ -5,6 +5,11 @@
 //! whatever opens can be inspected, and is stale exactly when `is_stale`
 //! says so. As a control, what the chain seals opens back to the input.
 //!
+//! Whatever opens, and the input itself, is also read as a Secret (JSON or
+//! kube-apiserver protobuf, every ObjectMeta field): decoding never panics,
+//! and what decodes re-encodes stably: protobuf round-trips to the same
+//! object, JSON to the same bytes.
+//!
 //! The keys are the public ones of tests/vectors/kube-apiserver-at-rest.json,
 //! and the etcd key is that of its `aesgcm-256` vector, so the vectors'
 //! stored values (see README.md) are seeds that decrypt: mutations of them
@@ -15,6 +20,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use secret_store::encryption_config::EncryptionConfiguration;
+use secret_store::secret::Secret;
 use secret_store::transform::chain::TransformerChain;
 
 const ETCD_KEY: &str = "/registry/secrets/default/api-token";
@@ -53,7 +59,28 @@ static CHAIN: LazyLock<TransformerChain> = LazyLock::new(|| {
     TransformerChain::from_config_without_kms(&cfg).expect("the fixed chain builds")
 });
 
+/// Decodes `bytes` as a Secret; what decodes must re-encode stably.
+fn decode_round_trip(bytes: &[u8]) {
+    let Ok(s) = Secret::from_storage_bytes(bytes) else {
+        return;
+    };
+    let proto = s.to_storage_protobuf();
+    let back = Secret::from_storage_bytes(&proto).expect("our protobuf decodes");
+    assert_eq!(back, s, "protobuf round trip changed the object");
+    let json = s.to_storage_json();
+    let again = Secret::from_storage_bytes(&json).expect("our JSON decodes");
+    assert_eq!(
+        again.to_storage_json().as_slice(),
+        json.as_slice(),
+        "JSON round trip is not stable"
+    );
+}
+
 fuzz_target!(|data: &[u8]| {
+    decode_round_trip(data);
+    let mut proto = b"k8s\x00".to_vec();
+    proto.extend_from_slice(data);
+    decode_round_trip(&proto);
     let chain = &*CHAIN;
     let opened = chain.open(data, ETCD_KEY);
     let inspected = chain.inspect(data, ETCD_KEY);
@@ -68,6 +95,7 @@ fuzz_target!(|data: &[u8]| {
         );
         let info = inspected.expect("a value that opens can be inspected");
         assert_eq!(info.stored_len, data.len());
+        decode_round_trip(&opened.plaintext);
     }
 
     // Control: the chain's own seal of the input opens back to it, current.

@@ -10,6 +10,7 @@
 //! On etcd, each provider writes under a throwaway prefix
 //! (`/secret-store-bench/<run>/<provider>`), deleted at the end.
 
+mod codec;
 mod plugin;
 mod timing;
 
@@ -61,6 +62,14 @@ pub struct BenchArgs {
     /// taking turns in every slice, so that machine drift does not favour one.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// With --engine etcd: save a snapshot of the cluster to FILE after the
+    /// phases (before the bench's keys are deleted), for
+    /// `secret-store --etcd-snapshot FILE verify`; the command to run is printed.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_snapshot: Option<PathBuf>,
+    /// What the Secrets are serialized to (the global --storage-media-type).
+    #[arg(skip)]
+    pub storage_format: crate::secret::StorageFormat,
 }
 
 /// One phase's figures.
@@ -262,6 +271,8 @@ fn timed(
 /// Where one provider's run keeps its Secrets.
 struct Target<'a> {
     engine: &'a BenchEngine,
+    /// What Secrets are serialized to.
+    format: crate::secret::StorageFormat,
     /// RocksDB directory.
     db: PathBuf,
     /// etcd prefix.
@@ -285,7 +296,8 @@ impl Target<'_> {
     }
 
     fn store(&self, clocks: &Clocks, chain: Arc<TransformerChain>) -> anyhow::Result<SecretStore> {
-        let store = SecretStore::new(self.open(clocks)?, timed(chain, &clocks.crypto)?);
+        let store = SecretStore::new(self.open(clocks)?, timed(chain, &clocks.crypto)?)
+            .with_storage_format(self.format);
         match self.engine {
             BenchEngine::Rocks => Ok(store),
             BenchEngine::Etcd(_) => store
@@ -413,6 +425,29 @@ impl Drop for EtcdCleanup {
     }
 }
 
+/// Saves a snapshot of the bench's etcd cluster and says how to verify it.
+fn save_snapshot(
+    c: &EtcdConfig,
+    path: &std::path::Path,
+    run_id: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    #[cfg(feature = "etcd")]
+    let bytes = crate::storage::etcd::save_snapshot(c, path)?;
+    #[cfg(not(feature = "etcd"))]
+    let bytes: u64 = {
+        let _ = (c, path);
+        anyhow::bail!("this secret-store was built without the etcd engine");
+    };
+    eprintln!(
+        "bench: etcd snapshot {} ({bytes} bytes) holds {} secrets per provider; check it offline with\n  secret-store --etcd-snapshot {} --etcd-prefix /secret-store-bench/{run_id}/<provider> --encryption-config <a config with the same provider> verify",
+        path.display(),
+        args.count,
+        path.display()
+    );
+    Ok(())
+}
+
 /// Runs the benchmark on `engine` and prints the side-by-side table.
 pub fn run_on(args: BenchArgs, engine: BenchEngine) -> anyhow::Result<Vec<PhaseFigures>> {
     anyhow::ensure!(args.count > 0, "count must be at least 1");
@@ -525,6 +560,7 @@ pub fn run_on(args: BenchArgs, engine: BenchEngine) -> anyhow::Result<Vec<PhaseF
             provider: p,
             target: Target {
                 engine: &engine,
+                format: args.storage_format,
                 db: root.join(format!("db-{}", p.label)),
                 etcd_prefix: format!("/secret-store-bench/{run_id}/{}", p.label),
             },
@@ -536,7 +572,26 @@ pub fn run_on(args: BenchArgs, engine: BenchEngine) -> anyhow::Result<Vec<PhaseF
     let all = bench_providers(&args, engine_name, &mut runs)?;
     drop(runs);
     drop(local_plugin);
-    print_table(&all);
+    if let (Some(path), BenchEngine::Etcd(c)) = (&args.etcd_snapshot, &engine) {
+        save_snapshot(c, path, &run_id, &args)?;
+    }
+    let codecs = codec::bench_codecs(args.size, args.count.min(20_000))?;
+    print_table(&[all.as_slice(), codecs.as_slice()].concat());
+    let json_ratio = |phase: &str| {
+        let rate = |f: &str| {
+            codecs
+                .iter()
+                .find(|c| c.provider == f && c.phase == phase)
+                .map(|c| c.ops_per_sec)
+        };
+        rate("protobuf").zip(rate("json")).map(|(p, j)| p / j)
+    };
+    if let (Some(e), Some(d)) = (json_ratio("encode"), json_ratio("decode")) {
+        println!(
+            "storage codec: protobuf encodes {e:.1}x and decodes {d:.1}x as fast as JSON; the store wrote {}",
+            args.storage_format
+        );
+    }
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
             "engine": args.engine,
@@ -544,7 +599,9 @@ pub fn run_on(args: BenchArgs, engine: BenchEngine) -> anyhow::Result<Vec<PhaseF
             "size": args.size,
             "writers": args.writers,
             "rounds": args.rounds,
+            "storage_media_type": args.storage_format.media_type(),
             "phases": all,
+            "codec": codecs,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
     }

@@ -20,5 +20,9 @@ pub(super) fn run(g: &GlobalArgs, args: BenchArgs) -> anyhow::Result<Vec<PhaseFi
         }
         other => anyhow::bail!("engine={other:?} is not valid: choose rocksdb or etcd"),
     };
+    let args = BenchArgs {
+        storage_format: g.storage_media_type.unwrap_or_default(),
+        ..args
+    };
     run_on(args, engine)
 }

@@ -24,7 +24,8 @@
 //! - `engine`: [`EtcdEngine`], the [`StorageEngine`](super::StorageEngine)
 //!   (feature `etcd`);
 //! - `failover`: members tried in turn, failures classified;
-//! - `tls`: client certificates for the members.
+//! - `tls`: client certificates for the members;
+//! - `snapshot_save`: [`save_snapshot`], `etcdctl snapshot save` for the bench.
 
 mod config;
 #[cfg(feature = "etcd")]
@@ -32,8 +33,12 @@ mod engine;
 #[cfg(feature = "etcd")]
 mod failover;
 #[cfg(feature = "etcd")]
+mod snapshot_save;
+#[cfg(feature = "etcd")]
 mod tls;
 
 pub use config::{DEFAULT_TIMEOUT, EtcdConfig, EtcdTls, split_endpoints};
 #[cfg(feature = "etcd")]
 pub use engine::EtcdEngine;
+#[cfg(feature = "etcd")]
+pub use snapshot_save::save_snapshot;

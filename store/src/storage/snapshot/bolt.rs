@@ -433,11 +433,7 @@ fn branch_children(page: &[u8], id: u64) -> Result<Vec<u64>, BoltError> {
 }
 
 /// Calls `f(key, value, is_bucket, index)` for each element of a leaf page.
-fn leaf_entries(
-    page: &[u8],
-    what: &str,
-    f: &mut EntryFn<'_, u16>,
-) -> Result<(), BoltError> {
+fn leaf_entries(page: &[u8], what: &str, f: &mut EntryFn<'_, u16>) -> Result<(), BoltError> {
     if page.len() < HEADER {
         return Err(corrupt(format!("{what} is shorter than a page header")));
     }

@@ -179,3 +179,75 @@ pub(super) fn object_tree(secret: &Secret) -> YamlValue<'_> {
     push_str(&mut root, "type", &secret.type_);
     YamlValue::Map(root)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::secret::model::{ManagedFieldsEntry, OwnerReference, Secret};
+    use crate::secret::{OutputFormat, render_object};
+
+    #[test]
+    fn yaml_shows_every_field_as_kubectl_does() {
+        let mut s = Secret::new("default", "web");
+        let m = &mut s.metadata;
+        m.uid = Some("u-1".into());
+        m.creation_timestamp = Some("2024-05-01T10:00:00Z".into());
+        m.generation = 2;
+        m.deletion_timestamp = Some("2024-05-02T10:00:00Z".into());
+        m.deletion_grace_period_seconds = Some(0);
+        m.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            uid: "u-2".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]);
+        m.finalizers = Some(vec!["example.com/keep".into()]);
+        m.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: "kubectl".into(),
+            operation: "Update".into(),
+            api_version: "v1".into(),
+            time: Some("2024-05-01T10:00:00Z".into()),
+            fields_type: "FieldsV1".into(),
+            fields_v1: Some(r#"{"f:data":{".":{},"f:password":{}},"f:metadata":{"f:finalizers":{"v:\"example.com/keep\"":{}}}}"#.into()),
+            subresource: String::new(),
+        }]);
+        let now = std::time::SystemTime::UNIX_EPOCH;
+        assert_eq!(
+            render_object(&s, OutputFormat::Yaml, now).as_str(),
+            r#"apiVersion: v1
+kind: Secret
+metadata:
+  creationTimestamp: "2024-05-01T10:00:00Z"
+  deletionGracePeriodSeconds: 0
+  deletionTimestamp: "2024-05-02T10:00:00Z"
+  finalizers:
+  - example.com/keep
+  generation: 2
+  managedFields:
+  - apiVersion: v1
+    fieldsType: FieldsV1
+    fieldsV1:
+      f:data:
+        .: {}
+        f:password: {}
+      f:metadata:
+        f:finalizers:
+          v:"example.com/keep": {}
+    manager: kubectl
+    operation: Update
+    time: "2024-05-01T10:00:00Z"
+  name: web
+  namespace: default
+  ownerReferences:
+  - apiVersion: apps/v1
+    controller: true
+    kind: Deployment
+    name: web
+    uid: u-2
+  uid: u-1
+type: Opaque
+"#
+        );
+    }
+}

@@ -104,6 +104,7 @@ pub struct OpenBao {
     pub root: String,
     unseal_key: Option<String>,
     dev: bool,
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -116,6 +117,7 @@ impl OpenBao {
             root: "e2e-root-token".into(),
             unseal_key: None,
             dev: true,
+            tls: false,
             child: None,
         };
         b.spawn();
@@ -134,6 +136,7 @@ impl OpenBao {
             root: String::new(),
             unseal_key: None,
             dev: false,
+            tls: false,
             child: None,
         };
         std::fs::create_dir(b.dir.path().join("data")).unwrap();
@@ -167,6 +170,64 @@ impl OpenBao {
         b
     }
 
+    /// A dev server on TLS (`-dev-tls`: a CA and a certificate for
+    /// 127.0.0.1 and localhost, made by the server in its directory) with
+    /// Transit and key `key`, set up with the `bao` CLI (the API here
+    /// speaks TLS only). The root token is in the `root-token` file (0600).
+    pub fn dev_tls(key: &str) -> OpenBao {
+        let mut b = OpenBao {
+            dir: tempfile::tempdir().unwrap(),
+            port: crate::free_port(),
+            root: "e2e-root-token".into(),
+            unseal_key: None,
+            dev: true,
+            tls: true,
+            child: None,
+        };
+        b.spawn();
+        let t = Instant::now();
+        while !b.cli(&["status"]).status.success() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "OpenBao (TLS) did not come up:\n{}",
+                b.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for args in [
+            vec!["secrets", "enable", "transit"],
+            vec!["write", "-f", &format!("transit/keys/{key}")],
+        ] {
+            let o = b.cli(&args);
+            assert!(
+                o.status.success(),
+                "bao {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        b.write_secret_file("root-token", &b.root.clone());
+        b
+    }
+
+    /// The CA of a [`OpenBao::dev_tls`] server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("vault-ca.pem")
+    }
+
+    /// Runs the `bao` CLI against this server as root.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bao_bin())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("BAO_ADDR", self.addr())
+            .env("BAO_TOKEN", &self.root)
+            .env("BAO_CACERT", self.ca_file())
+            .output()
+            .expect("running bao")
+    }
+
     fn log(&self) -> PathBuf {
         self.dir.path().join("bao.log")
     }
@@ -185,6 +246,12 @@ impl OpenBao {
             .unwrap();
         let mut cmd = Command::new(bao_bin());
         cmd.arg("server");
+        if self.tls {
+            cmd.args([
+                "-dev-tls".to_string(),
+                format!("-dev-tls-cert-dir={}", self.dir.path().display()),
+            ]);
+        }
         if self.dev {
             cmd.args([
                 "-dev",
@@ -257,9 +324,10 @@ impl OpenBao {
         }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` for a TLS server).
     pub fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Calls the API as `token`; (status, body).

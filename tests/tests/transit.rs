@@ -666,3 +666,66 @@ async fn answers_that_are_not_transits_are_named_and_never_trusted() {
         "the log holds the token"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_servers_ca_and_a_clear_refusal_without_it() {
+    let bao = OpenBao::dev_tls(KEY);
+    let token = bao.path().join("root-token");
+    let dir = tempfile::tempdir().unwrap();
+    let base = serve_flags(&bao, KEY, &token);
+    // The system's trust store does not know the dev server's CA.
+    let (code, err) = refused(dir.path(), &base);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("TLS with Transit at https://127.0.0.1")
+            && err.contains("UnknownIssuer")
+            && err.contains("--transit-ca-file"),
+        "{err}"
+    );
+    // A CA that did not sign the server's certificate: the same, named.
+    let other = OpenBao::dev_tls("other");
+    let (_, err) = refused(
+        dir.path(),
+        &with(
+            &base,
+            "--transit-ca-file",
+            other.ca_file().to_str().unwrap(),
+        ),
+    );
+    assert!(
+        err.contains("TLS with Transit") && err.contains("invalid peer certificate"),
+        "{err}"
+    );
+
+    // With its CA, by IP and by name (the certificate has both), and with a
+    // client certificate: one key_id, calls through TLS.
+    let ca = bao.ca_file();
+    let flags = with(&base, "--transit-ca-file", ca.to_str().unwrap());
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let a = start_plugin(&da, &flags);
+    let mut by_name = with(
+        &flags,
+        "--transit-addr",
+        &format!("https://localhost:{}", bao.port),
+    );
+    by_name = with(
+        &by_name,
+        "--transit-client-cert-file",
+        bao.path().join("vault-cert.pem").to_str().unwrap(),
+    );
+    by_name = with(
+        &by_name,
+        "--transit-client-key-file",
+        bao.path().join("vault-key.pem").to_str().unwrap(),
+    );
+    let b = start_plugin(&db, &by_name);
+    let (mut ca_, mut cb) = (a.client().await, b.client().await);
+    let (ka, ha) = status(&mut ca_).await;
+    assert_eq!(ha, "ok");
+    assert_eq!(status(&mut cb).await.0, ka);
+    let w = ca_.encrypt(enc(&[9; 32])).await.unwrap().into_inner();
+    let d = cb.decrypt(dec(&w.ciphertext, &w.key_id)).await.unwrap();
+    assert_eq!(d.into_inner().plaintext, [9; 32]);
+}

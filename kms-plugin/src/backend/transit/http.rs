@@ -290,7 +290,9 @@ pub(crate) fn error_words(body: &[u8]) -> String {
     }
 }
 
-/// The TLS error in `e`'s causes, if any.
+/// The TLS error in `e`'s causes, if any. The client nests it in
+/// `io::Error`s (whose `source()` skips what they wrap), so those are
+/// opened too.
 fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
@@ -298,9 +300,10 @@ fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
             return Some(t.to_string());
         }
         if let Some(io) = c.downcast_ref::<std::io::Error>()
-            && let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+            && let Some(inner) = io.get_ref()
+            && let Some(t) = tls_cause(inner)
         {
-            return Some(t.to_string());
+            return Some(t);
         }
         cur = c.source();
     }
@@ -647,6 +650,18 @@ mod tests {
         );
         assert_eq!(error_words(br#"{"errors":[]}"#), "(no message)");
         assert!(error_words(b"<html>bad gateway</html>").contains("not a Transit error body"));
+    }
+
+    #[test]
+    fn tls_errors_are_found_inside_nested_io_errors() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        let outer = std::io::Error::other(inner);
+        assert_eq!(
+            tls_cause(&outer).as_deref(),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
+        assert_eq!(tls_cause(&std::io::Error::other("refused")), None);
     }
 
     #[test]

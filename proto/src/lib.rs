@@ -10,6 +10,8 @@
 //! - [`sync`]: locking that survives a panic elsewhere, decided once.
 //! - [`process`]: process hardening both programs apply at start (no core
 //!   dumps, not dumpable, umask 077).
+//! - [`shell`]: shell completions and man pages from a clap definition,
+//!   for both programs' CLIs.
 //! - [`endpoint`] and [`client`]: the `unix:///path` / `unix:///@abstract`
 //!   endpoint syntax and a tonic channel over it, shared by the plugin's
 //!   listener, its probe and bench, and the store's KMS provider.
@@ -20,6 +22,7 @@ pub mod client;
 pub mod contract;
 pub mod endpoint;
 pub mod process;
+pub mod shell;
 pub mod sync;
 
 /// KMS v2 plugin API (package `v2`).

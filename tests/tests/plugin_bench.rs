@@ -1,6 +1,7 @@
 //! `kms-plugin bench` against the running binary: every phase completes with
-//! real calls and no errors, the JSON report holds the same figures, and bad
-//! flags are refused with a message naming them.
+//! real calls and no errors, the JSON report holds the same figures, the SVG
+//! beside it is a well-formed picture of them, and bad flags are refused
+//! with a message naming them.
 
 use e2e::{Plugin, init_ring, kms};
 
@@ -64,7 +65,33 @@ fn bench_reports_every_phase_and_refuses_bad_flags() {
             let line = format!("{:.0}", r["ops_per_sec"].as_f64().unwrap());
             assert!(stdout.contains(&line), "{line} missing from\n{stdout}");
         }
+        // The picture, by default beside the JSON.
+        let svg = dir.path().join("bench.svg");
+        assert!(
+            stdout.contains(&format!("plot: {}", svg.display())),
+            "{stdout}"
+        );
+        check_svg(&std::fs::read_to_string(&svg).unwrap(), &["1", "3"]);
+        std::fs::remove_file(&svg).unwrap();
     }
+
+    // --svg names the file; without --json it is the only file written.
+    let named = dir.path().join("named.svg");
+    let mut args = common.to_vec();
+    args.extend(["--svg", named.to_str().unwrap()]);
+    let out = kms(&args);
+    assert!(out.status.success(), "{out:?}");
+    check_svg(&std::fs::read_to_string(&named).unwrap(), &["1", "3"]);
+    let out = kms(&["bench", "--svg", "/nonexistent/dir/x.svg"]
+        .iter()
+        .chain(&common[1..])
+        .copied()
+        .collect::<Vec<_>>());
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir/x.svg"),
+        "{out:?}"
+    );
 
     for (flag, value, needle) in [
         ("--client-threads", "0", "client-threads=0"),
@@ -98,4 +125,47 @@ fn bench_reports_every_phase_and_refuses_bad_flags() {
         String::from_utf8_lossy(&out.stderr).contains("kms.sock"),
         "{out:?}"
     );
+}
+
+/// `svg` is a well-formed SVG document whose texts name both ops, their
+/// p50 and p99 series and every concurrency in `callers`.
+fn check_svg(svg: &str, callers: &[&str]) {
+    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("not XML: {e}\n{svg}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg", "{svg}");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    assert!(root.attribute("width").is_some() && root.attribute("viewBox").is_some());
+    let texts: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .map(|t| t.trim().to_owned())
+        .collect();
+    for want in [
+        "encrypt",
+        "decrypt",
+        "encrypt p50",
+        "encrypt p99",
+        "decrypt p50",
+        "decrypt p99",
+    ]
+    .iter()
+    .chain(callers)
+    {
+        assert!(
+            texts.iter().any(|t| t == want),
+            "no text {want:?} in the SVG: {texts:?}"
+        );
+    }
+    assert!(texts.iter().any(|t| t.contains("throughput")), "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("latency")), "{texts:?}");
+    // Lines were drawn: at least one polyline per series.
+    let lines = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .count();
+    assert!(lines >= 6, "{lines} polylines");
 }

@@ -1,11 +1,14 @@
 //! `kms-plugin bench`: Encrypt and Decrypt of 32-byte seeds over the unix
 //! socket with N concurrent callers (one connection each), printing ops/s,
-//! p50 and p99 per phase.
+//! p50 and p99 per phase; the figures also as JSON (`--json`) and as a
+//! picture (`--svg`, `bench_plot`).
 
 use std::time::{Duration, Instant};
 
 use kms_proto::Endpoint;
 use kms_proto::v2::{DecryptRequest, EncryptRequest};
+
+use super::Usage;
 
 /// `bench` flags.
 #[derive(clap::Args, Debug)]
@@ -25,6 +28,11 @@ pub struct BenchArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+    /// Also draw the figures (throughput and p50/p99 latency per concurrency
+    /// and op) as SVG to this file. Default with --json: beside it, the JSON
+    /// file's name with `.svg` (bench.json -> bench.svg).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
     /// Threads of the load generator. One by default: on a small machine a
     /// second client thread takes CPU from the plugin being measured, which
     /// is then what the figures show.
@@ -37,10 +45,13 @@ impl BenchArgs {
     /// (a current-thread runtime for one).
     pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
         let rt = match self.client_threads {
-            0 | 65.. => anyhow::bail!(
-                "client-threads={} is not valid: between 1 and 64",
-                self.client_threads
-            ),
+            0 | 65.. => {
+                return Err(Usage(format!(
+                    "client-threads={} is not valid: between 1 and 64",
+                    self.client_threads
+                ))
+                .into());
+            }
             1 => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
@@ -168,12 +179,13 @@ async fn phase(
 
 /// Runs every phase and prints the table.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Vec<PhaseResult>> {
-    let ep = Endpoint::parse(&args.listen_addr).map_err(|e| anyhow::anyhow!("listen-addr={e}"))?;
-    let duration = crate::daemon::config::parse_duration("duration", &args.duration)?;
+    let ep = Endpoint::parse(&args.listen_addr).map_err(|e| Usage(format!("listen-addr={e}")))?;
+    let duration = crate::daemon::config::parse_duration("duration", &args.duration)
+        .map_err(|e| Usage(e.to_string()))?;
     let warmup = humantime::parse_duration(&args.warmup)
-        .map_err(|e| anyhow::anyhow!("warmup={:?} is not valid: {e}", args.warmup))?;
+        .map_err(|e| Usage(format!("warmup={:?} is not valid: {e}", args.warmup)))?;
     if args.concurrency.iter().any(|&c| c == 0 || c > 1024) {
-        anyhow::bail!("concurrency values must be between 1 and 1024");
+        return Err(Usage("concurrency values must be between 1 and 1024".into()).into());
     }
     println!(
         "{:<8} {:>7} {:>10} {:>10} {:>10} {:>7}",
@@ -191,7 +203,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Vec<PhaseResult>> {
         }
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;
+        std::fs::write(path, serde_json::to_vec_pretty(&results)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = svg_path(&args) {
+        let subtitle = format!(
+            "32-byte seeds over {ep}, {} per phase",
+            humantime::format_duration(duration)
+        );
+        super::bench_plot::write(&path, &results, &subtitle)?;
+        println!("plot: {}", path.display());
     }
     Ok(results)
+}
+
+/// Where the picture goes: `--svg`, else beside `--json` (its name with
+/// `.svg`), else nowhere.
+fn svg_path(args: &BenchArgs) -> Option<std::path::PathBuf> {
+    if let Some(p) = &args.svg {
+        return Some(p.clone());
+    }
+    let json = args.json.as_ref()?;
+    let svg = json.with_extension("svg");
+    Some(if svg == *json {
+        json.with_extension("svg.svg")
+    } else {
+        svg
+    })
 }

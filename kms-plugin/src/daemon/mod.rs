@@ -22,8 +22,9 @@ use std::process::ExitCode;
 
 use config::{ServeArgs, ServeConfig};
 
-/// Exit status of a configuration error (a bad flag or file value).
-const EXIT_CONFIG: u8 = 2;
+/// Exit status of a configuration error (a bad flag or file value): the
+/// CLI's usage status.
+const EXIT_CONFIG: u8 = crate::cmd::EXIT_USAGE;
 
 /// Runs `serve` to completion: validate, prepare (backend, health port,
 /// socket), then serve on a runtime of `worker_threads` threads.

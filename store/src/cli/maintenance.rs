@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::GlobalArgs;
 use super::open::{Access, engine_spec, open_store, store_on};
+use super::verify_output::{self, Output};
 use crate::progress::Bar;
 use crate::storage::EngineSpec;
 use crate::storage::snapshot::SnapshotEngine;
@@ -23,9 +24,20 @@ pub struct RewrapArgs {
 /// `verify` flags.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Also print the report as JSON.
+    /// Also print the report as JSON, after the lines (for automation,
+    /// prefer --output json: the JSON alone).
     #[arg(long)]
     json: bool,
+    /// table: lines for a person; json: only one JSON document on stdout,
+    /// with the same facts (counts, failures, formats, keys, snapshot).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Also write the counts (checked, ok, stale, failed, when) as Prometheus
+    /// metrics in node_exporter's textfile format to FILE (e.g.
+    /// /var/lib/node_exporter/textfile/secret-store-verify.prom), replaced
+    /// whole: what the rewrap alert of deploy/monitoring/ reads.
+    #[arg(long, value_name = "FILE")]
+    metrics_file: Option<std::path::PathBuf>,
     /// One line per key (provider, storage format, revision), not only the failures.
     /// The default with --etcd-snapshot.
     #[arg(long)]
@@ -76,11 +88,12 @@ pub(super) fn rewrap(g: &GlobalArgs, a: RewrapArgs) -> anyhow::Result<ExitCode> 
     Ok(if r.failed.is_empty() && r.refused.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(super::EXIT_FINDINGS)
     })
 }
 
 pub(super) fn verify(g: &GlobalArgs, a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let mut snapshot_facts = None;
     let (store, per_key) = match &g.etcd_snapshot {
         Some(_) => {
             let EngineSpec::Snapshot { path, check } = engine_spec(g)? else {
@@ -88,16 +101,19 @@ pub(super) fn verify(g: &GlobalArgs, a: VerifyArgs) -> anyhow::Result<ExitCode> 
             };
             let snapshot = SnapshotEngine::open(&path, check)?;
             let i = snapshot.info();
-            println!(
-                "snapshot {}: {} bytes, SHA-256 {}, revision {}, {} keys ({} deleted keys skipped, {} revisions kept)",
-                i.path.display(),
-                i.bytes,
-                if i.hash_checked { "ok" } else { "not checked" },
-                i.revision,
-                i.keys,
-                i.deleted_keys,
-                i.revisions
-            );
+            snapshot_facts = Some(verify_output::snapshot_facts(i));
+            if a.output == Output::Table {
+                println!(
+                    "snapshot {}: {} bytes, SHA-256 {}, revision {}, {} keys ({} deleted keys skipped, {} revisions kept)",
+                    i.path.display(),
+                    i.bytes,
+                    if i.hash_checked { "ok" } else { "not checked" },
+                    i.revision,
+                    i.keys,
+                    i.deleted_keys,
+                    i.revisions
+                );
+            }
             (store_on(g, Arc::new(snapshot), Access::Read)?, true)
         }
         None => (open_store(g, Access::Read)?, a.per_key),
@@ -106,6 +122,19 @@ pub(super) fn verify(g: &GlobalArgs, a: VerifyArgs) -> anyhow::Result<ExitCode> 
     let options = crate::verify::VerifyOptions { per_key };
     let r = crate::verify::verify_with(&store, options, &bar)?;
     bar.0.finish_and_clear();
+    let verdict = if r.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_FINDINGS)
+    };
+    if let Some(path) = &a.metrics_file {
+        verify_output::write_metrics(path, &r)?;
+    }
+    if a.output == Output::Json {
+        let doc = verify_output::json(&r, snapshot_facts)?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(verdict);
+    }
     for k in &r.keys {
         match &k.error {
             None => println!(
@@ -142,9 +171,5 @@ pub(super) fn verify(g: &GlobalArgs, a: VerifyArgs) -> anyhow::Result<ExitCode> 
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     }
-    Ok(if r.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(verdict)
 }

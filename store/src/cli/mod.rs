@@ -6,19 +6,37 @@ mod migrate;
 mod objects;
 mod open;
 mod raw;
+mod verify_output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// Exit status of a check that ran to the end and found problems: `verify`
+/// found values that fail, `rewrap` left values it could not or would not
+/// rewrite.
+pub(crate) const EXIT_FINDINGS: u8 = 3;
+
+/// The exit statuses, as `--help` lists them (tests/tests/cli_shell.rs
+/// checks them).
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success (verify: every value decrypts and decodes)
+  1  the command failed; the reason is on stderr (the store, etcd, the
+     EncryptionConfiguration or the KMS plugin could not be used, a manifest
+     was refused, ...)
+  2  usage: a bad flag or flag value (before anything ran)
+  3  verify: values failed (each listed); rewrap: values failed or were
+     refused (each listed on stderr)";
 
 /// A reference store for Kubernetes Secrets: validates them as kube-apiserver
 /// does, encrypts them byte-compatibly with it (KMS v2, aesgcm, aescbc,
 /// secretbox, identity) and keeps them in RocksDB or in etcd, laid out as
 /// kube-apiserver lays them out.
 #[derive(Parser, Debug)]
-#[command(name = "secret-store", version, about, long_about = None)]
+#[command(name = "secret-store", version, about, long_about = None, after_long_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -177,11 +195,19 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Benchmark the whole write/read path for identity, aesgcm and kms v2.
     Bench(crate::bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(kms_proto::shell::CompletionsArgs),
+    /// Write the man pages (one per command) into a directory (scripts/man).
+    #[command(hide = true)]
+    Man(kms_proto::shell::ManArgs),
 }
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(code) = shell(&cli.command) {
+        return code;
+    }
     init_logging();
     // Seeds, DEKs and plaintext Secrets pass through this process: no core
     // file may hold them, and what it creates (RocksDB files) is private.
@@ -200,6 +226,7 @@ pub fn main() -> ExitCode {
         Command::Raw(c) => raw::run(g, c),
         Command::Migrate(a) => migrate::run(g, a),
         Command::Bench(a) => bench::run(g, a).map(|_| ExitCode::SUCCESS),
+        Command::Completions(_) | Command::Man(_) => Ok(ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -208,6 +235,34 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `completions` and `man`: no store, no logging; `None` for every other command.
+fn shell(command: &Command) -> Option<ExitCode> {
+    let written = match command {
+        Command::Completions(a) => kms_proto::shell::write_completions(
+            &mut Cli::command(),
+            "secret-store",
+            a.shell,
+            &mut std::io::stdout(),
+        )
+        .map_err(|e| format!("writing the completion script: {e}")),
+        Command::Man(a) => kms_proto::shell::write_man_pages(Cli::command(), &a.dir)
+            .map(|files| {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            })
+            .map_err(|e| format!("writing man pages to {}: {e}", a.dir.display())),
+        _ => return None,
+    };
+    Some(match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 fn init_logging() {

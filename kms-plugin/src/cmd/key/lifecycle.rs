@@ -154,11 +154,11 @@ pub(super) fn activate(args: &RingArgs, key_id: &str) -> anyhow::Result<()> {
 }
 
 /// `key list`.
-pub(super) fn list(args: &RingArgs, output: &str) -> anyhow::Result<()> {
+pub(super) fn list(args: &RingArgs, output: crate::cmd::Output) -> anyhow::Result<()> {
     let ring = Keyring::load(&args.keyring)?;
     let fingerprint = ring.fingerprint();
     match output {
-        "json" => {
+        crate::cmd::Output::Json => {
             let keys: Vec<_> = ring
                 .keys
                 .iter()
@@ -182,7 +182,7 @@ pub(super) fn list(args: &RingArgs, output: &str) -> anyhow::Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
-        "table" => {
+        crate::cmd::Output::Table => {
             let w = ring
                 .keys
                 .iter()
@@ -211,7 +211,6 @@ pub(super) fn list(args: &RingArgs, output: &str) -> anyhow::Result<()> {
                 ring.ring_id, ring.backend
             );
         }
-        other => anyhow::bail!("output={other:?} is not valid: choose table or json"),
     }
     Ok(())
 }

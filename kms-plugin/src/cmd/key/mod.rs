@@ -96,9 +96,10 @@ pub enum KeyCommand {
     List {
         #[command(flatten)]
         ring: RingArgs,
-        /// table (default) or json.
-        #[arg(short = 'o', long, default_value = "table")]
-        output: String,
+        /// table: lines for a person; json: one JSON document with the same
+        /// facts (and the ring's next version).
+        #[arg(short = 'o', long, value_enum, default_value_t = super::Output::Table)]
+        output: super::Output,
     },
     /// Destroy a non-active key's material. Data still wrapped by it becomes unreadable.
     Retire {
@@ -214,7 +215,7 @@ pub fn run(cmd: KeyCommand) -> Result<(), anyhow::Error> {
             algorithm,
             create,
         } => lifecycle::add(&ring, algorithm.as_deref(), &create, true),
-        KeyCommand::List { ring, output } => lifecycle::list(&ring, &output),
+        KeyCommand::List { ring, output } => lifecycle::list(&ring, output),
         KeyCommand::Retire { key_id, ring, yes } => lifecycle::retire(&ring, &key_id, yes),
         KeyCommand::Export {
             ring,

@@ -38,6 +38,9 @@ struct KeyLabels {
 /// The gRPC operations.
 const OPS: [&str; 3] = ["status", "encrypt", "decrypt"];
 
+/// What `backend_error` counts failures of.
+const BACKEND_OPS: [&str; 4] = ["encrypt", "decrypt", "reload", "self-test"];
+
 fn latency_histogram() -> Histogram {
     Histogram::new([
         0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -108,6 +111,12 @@ impl Metrics {
             rotations.clone(),
         );
         let backend_errors = Family::<OpLabels, Counter>::default();
+        // Every op's series from the start, at 0: the family is exported
+        // before the first failure (the alert rules and the dashboard read
+        // it), and rate() sees the first failure as an increase.
+        for op in BACKEND_OPS {
+            let _ = backend_errors.get_or_create(&OpLabels { op });
+        }
         registry.register(
             "backend_errors",
             "Backend failures by operation (encrypt, decrypt, reload, self-test)",
@@ -330,6 +339,7 @@ mod tests {
         assert!(!text.contains(&key_id_hash("k1")), "old key still exported");
         assert!(!text.contains("\"k2\""), "raw key_id exported");
         assert!(text.contains(r#"kms_plugin_backend_errors_total{op="reload"} 1"#));
+        assert!(text.contains(r#"kms_plugin_backend_errors_total{op="self-test"} 0"#));
         assert!(text.contains("kms_plugin_request_duration_seconds_bucket"));
     }
 

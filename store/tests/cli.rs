@@ -419,6 +419,41 @@ fn rewrap_migrates_to_a_new_key_and_resumes_after_a_kill() {
 }
 
 #[test]
+fn rewrap_says_current_values_were_not_decrypted_and_verify_finds_a_wrong_key() {
+    let e = Env::new();
+    let right = e.config("right.yaml", &aesgcm_config(&[("k1", [1; 32])]));
+    let o = e.apply(Some(&right), &bulk_manifest(3));
+    assert!(o.status.success(), "{}", err(&o));
+    // The same key name with other key bytes: every envelope looks current.
+    let wrong = e.config("wrong.yaml", &aesgcm_config(&[("k1", [9; 32])]));
+    let o = e.run(Some(&wrong), &["rewrap"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).starts_with("rewrapped 0 of 0 stale secrets"),
+        "{}",
+        out(&o)
+    );
+    assert!(
+        out(&o).contains("the 3 values already current were judged by their envelopes, not decrypted: `secret-store verify` checks that every value opens"),
+        "{}",
+        out(&o)
+    );
+    // verify decrypts: it names every value and exits 3 (findings).
+    let o = e.run(Some(&wrong), &["verify"]);
+    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+    for i in 0..3 {
+        assert!(
+            out(&o).contains(&format!("FAILED /registry/secrets/default/bulk-{i:05}")),
+            "{}",
+            out(&o)
+        );
+    }
+    // With the right key, nothing is said to be missing.
+    let o = e.run(Some(&right), &["verify"]);
+    assert!(o.status.success(), "{}", out(&o));
+}
+
+#[test]
 fn rewrap_refuses_a_value_copied_to_another_key_under_a_provider_without_aad() {
     for old in [
         keyed("aescbc", &[("cbc1", [3; 32])]),

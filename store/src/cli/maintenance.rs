@@ -77,6 +77,15 @@ pub(super) fn rewrap(g: &GlobalArgs, a: RewrapArgs) -> anyhow::Result<ExitCode> 
         r.retries,
         r.refused.len()
     );
+    if r.scanned > r.stale && g.storage_media_type.is_none() {
+        // Current values were judged by their envelopes alone: a value under
+        // the current key name that does not open (a wrong key with the right
+        // name, a damaged value) is only found by decrypting it.
+        println!(
+            "the {} values already current were judged by their envelopes, not decrypted: `secret-store verify` checks that every value opens",
+            r.scanned - r.stale
+        );
+    }
     for (k, e) in &r.refused {
         eprintln!(
             "REFUSED {k}: {e}: left as it is, not rewrapped (restore the Secret from a backup or delete it; `verify` lists it too)"

@@ -3,9 +3,10 @@
 //! key_ids derived from them.
 //!
 //! ```text
-//! key_id = "transit-" key "-v" version "-" hex(SHA-256(
-//!            "kms-plugin/transit/key-id/v1" 0 cluster_id 0 namespace 0 mount 0
-//!            key 0 version 0 creation time of the version))[..12]
+//! key_id = "transit-" key "-v" version "-" key_id_hash(
+//!            "kms-plugin/transit/key-id/v1", cluster_id, namespace, mount,
+//!            key, u32be(version), creation time of the version)
+//! (key_id_hash: 48 bits of SHA-256 over the length-prefixed parts)
 //! ```
 //!
 //! The cluster id is the same from every node and every address of one
@@ -23,7 +24,7 @@ use serde_json::Value;
 /// The key_id prefix of every transit key.
 pub(crate) const PREFIX: &str = "transit-";
 const DIGEST_LABEL: &[u8] = b"kms-plugin/transit/key-id/v1";
-/// Hex digits of the digest shown in a key_id.
+/// Hex digits of the digest in a key_id (`key_id_hash`).
 const DIGEST_HEX: usize = 12;
 
 /// The key types the backend wraps with, and the bytes Transit adds to a
@@ -113,22 +114,16 @@ pub(crate) fn parse_health(v: &Value) -> Result<Health, String> {
 /// `id.cluster_id`, created at `created` (as `keys/<key>` lists it): the
 /// one derivation, which the end-to-end tests call too.
 pub fn key_id(id: &Identity, version: u32, created: &str) -> String {
-    let mut input = Vec::new();
-    for part in [
+    let digest = crate::backend::key_id_hash(&[
         DIGEST_LABEL,
         id.cluster_id.as_bytes(),
         id.namespace.as_bytes(),
         id.mount.as_bytes(),
         id.key.as_bytes(),
-        version.to_string().as_bytes(),
+        &version.to_be_bytes(),
         created.as_bytes(),
-    ] {
-        input.extend_from_slice(part);
-        input.push(0);
-    }
-    let d = ring::digest::digest(&ring::digest::SHA256, &input);
-    let hex = hex::encode(d.as_ref());
-    format!("{PREFIX}{}-v{version}-{}", id.key, &hex[..DIGEST_HEX])
+    ]);
+    format!("{PREFIX}{}-v{version}-{digest}", id.key)
 }
 
 /// The version a key_id of key `key` names, if it has the shape of one
@@ -276,7 +271,7 @@ mod tests {
         let k = key_id(&id(), 3, "1796195387");
         // A fixed vector (Python hashlib gives the same): the derivation is
         // a format, key_ids are stored with every Secret.
-        assert_eq!(k, "transit-k1-v3-40ffc1bff0b1");
+        assert_eq!(k, "transit-k1-v3-364919bf5997");
         assert_eq!(version_of("k1", &k), Some(3));
         assert_eq!(key_id(&id(), 3, "1796195387"), k);
         let mut other = id();
@@ -287,13 +282,13 @@ mod tests {
         ns.namespace = "team".into();
         assert_ne!(key_id(&ns, 3, "1796195387"), k);
         for bad in [
-            "transit-k1-v3-40ffc1bff0b",
-            "transit-k1-v03-40ffc1bff0b1",
-            "transit-k1-v-40ffc1bff0b1",
-            "transit-k2-v3-40ffc1bff0b1",
-            "transit-k1-v3-40FFC1BFF0B1",
+            "transit-k1-v3-364919bf599",
+            "transit-k1-v03-364919bf5997",
+            "transit-k1-v-364919bf5997",
+            "transit-k2-v3-364919bf5997",
+            "transit-k1-v3-364919BF5997",
             "transit-0000000000000000-v9-000000000000",
-            "soft-k1-v3-40ffc1bff0b1",
+            "soft-k1-v3-364919bf5997",
         ] {
             assert_eq!(version_of("k1", bad), None, "{bad}");
         }

@@ -13,18 +13,18 @@
 //!   from every node and address of one cluster), the namespace, the mount,
 //!   the key name, the version and that version's creation time, so a key
 //!   deleted and made again under the same name never reuses a key_id
-//!   ([`keys`]);
+//!   (`keys`);
 //! - the ciphertext: a header with the version, then Transit's own bytes;
 //!   the associated data sent to Transit binds the format and the version
-//!   ([`format`]);
-//! - [`config`]: the options and their checks (before anything binds);
-//! - [`http`]: the HTTP client: deadlines inside the apiserver's 3 s,
+//!   (`format`);
+//! - `config`: the options and their checks (before anything binds);
+//! - `http`: the HTTP client: deadlines inside the apiserver's 3 s,
 //!   bounded retries with backoff on 5xx and connection errors, none on
 //!   4xx, and the errors that name their cause (policy, missing key or
 //!   mount, sealed, TLS);
-//! - [`auth`]: the token from a file (read again when it changes) or from
+//! - `auth`: the token from a file (read again when it changes) or from
 //!   an AppRole login, renewed before it expires;
-//! - [`backend`]: the [`KeyBackend`](super::KeyBackend): the active
+//! - `backend`: the [`KeyBackend`]: the active
 //!   key_id is cached (read again every few seconds from the reload loop,
 //!   never for a Status), the self-test is the daemon's cached round trip.
 

@@ -3,7 +3,8 @@
 //! address of one server, a policy refusal as PERMISSION_DENIED, the server
 //! killed, restarted sealed and unsealed while the plugin serves, a revoked
 //! token and a new token file, AppRole login and token renewal, Status
-//! that never calls the server, settings refused before the socket exists.
+//! that never calls the server, settings refused before the socket exists,
+//! TLS, every AEAD key type, derived keys and namespaces.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -728,4 +729,78 @@ async fn tls_with_the_servers_ca_and_a_clear_refusal_without_it() {
     let w = ca_.encrypt(enc(&[9; 32])).await.unwrap().into_inner();
     let d = cb.decrypt(dec(&w.ciphertext, &w.key_id)).await.unwrap();
     assert_eq!(d.into_inner().plaintext, [9; 32]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_aead_key_type_derived_keys_and_namespaces() {
+    use serde_json::json;
+    let bao = OpenBao::dev();
+    let token = bao.write_secret_file("root-token", &bao.root.clone());
+    let dir = tempfile::tempdir().unwrap();
+    // (key, type, derived, largest plaintext, bytes for a seed)
+    for (key, key_type, derived, max, seed_len) in [
+        ("aes128", "aes128-gcm96", false, 990, 66),
+        ("chacha", "chacha20-poly1305", false, 990, 66),
+        ("xchacha", "xchacha20-poly1305", false, 978, 78),
+        ("derived", "aes256-gcm96", true, 990, 66),
+    ] {
+        bao.root(
+            "POST",
+            &format!("transit/keys/{key}"),
+            Some(json!({"type": key_type, "derived": derived})),
+        );
+        let d = dir.path().join(key);
+        std::fs::create_dir_all(&d).unwrap();
+        let p = start_plugin(&d, &serve_flags(&bao, key, &token));
+        let mut c = p.client().await;
+        let w = c.encrypt(enc(&[7; 32])).await.unwrap().into_inner();
+        assert_eq!(w.ciphertext.len(), seed_len, "{key_type}");
+        let back = c.decrypt(dec(&w.ciphertext, &w.key_id)).await.unwrap();
+        assert_eq!(back.into_inner().plaintext, [7; 32], "{key_type}");
+        let w = c.encrypt(enc(&vec![1; max])).await.unwrap().into_inner();
+        assert_eq!(w.ciphertext.len(), 1024, "{key_type}");
+        let e = c.encrypt(enc(&vec![1; max + 1])).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{key_type}");
+        assert!(
+            e.message().contains(&format!("at most {max} bytes")),
+            "{}",
+            e.message()
+        );
+    }
+
+    // The same key name in a namespace is another key, with other key_ids.
+    bao.root("POST", "sys/namespaces/team-a", None);
+    bao.root(
+        "POST",
+        "team-a/sys/mounts/transit",
+        Some(json!({"type": "transit"})),
+    );
+    bao.root("POST", &format!("team-a/transit/keys/{KEY}"), None);
+    bao.create_key(KEY, "aes256-gcm96");
+    let (dn, dr) = (dir.path().join("ns"), dir.path().join("root"));
+    std::fs::create_dir_all(&dn).unwrap();
+    std::fs::create_dir_all(&dr).unwrap();
+    let ns = start_plugin(
+        &dn,
+        &with(
+            &serve_flags(&bao, KEY, &token),
+            "--transit-namespace",
+            "team-a",
+        ),
+    );
+    let root = start_plugin(&dr, &serve_flags(&bao, KEY, &token));
+    let (mut cn, mut cr) = (ns.client().await, root.client().await);
+    let (kn, hn) = status(&mut cn).await;
+    let (kr, _) = status(&mut cr).await;
+    assert_eq!(hn, "ok");
+    assert_ne!(kn, kr, "the namespace is part of the key_id");
+    let w = cn.encrypt(enc(&[4; 32])).await.unwrap().into_inner();
+    let back = cn.decrypt(dec(&w.ciphertext, &w.key_id)).await.unwrap();
+    assert_eq!(back.into_inner().plaintext, [4; 32]);
+    let e = cr.decrypt(dec(&w.ciphertext, &w.key_id)).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::NotFound,
+        "another namespace's key_id: {e:?}"
+    );
 }

@@ -73,7 +73,9 @@ fn grpc_go_with_its_default_authority_is_served() {
         .env("GOPATH", "/usr/share/gocode")
         .env("GOCACHE", dir.path().join("gocache"))
         .output()
-        .expect("running go build: install golang-go and golang-google-grpc-dev (scripts/install-deps)");
+        .expect(
+            "running go build: install golang-go and golang-google-grpc-dev (scripts/install-deps)",
+        );
     assert!(
         out.status.success(),
         "building the grpc-go client: {}",

@@ -432,20 +432,22 @@ fn save_snapshot(
     run_id: &str,
     args: &BenchArgs,
 ) -> anyhow::Result<()> {
-    #[cfg(feature = "etcd")]
-    let bytes = crate::storage::etcd::save_snapshot(c, path)?;
     #[cfg(not(feature = "etcd"))]
-    let bytes: u64 = {
-        let _ = (c, path);
+    {
+        let _ = (c, path, run_id, args);
         anyhow::bail!("this secret-store was built without the etcd engine");
-    };
-    eprintln!(
-        "bench: etcd snapshot {} ({bytes} bytes) holds {} secrets per provider; check it offline with\n  secret-store --etcd-snapshot {} --etcd-prefix /secret-store-bench/{run_id}/<provider> --encryption-config <a config with the same provider> verify",
-        path.display(),
-        args.count,
-        path.display()
-    );
-    Ok(())
+    }
+    #[cfg(feature = "etcd")]
+    {
+        let bytes = crate::storage::etcd::save_snapshot(c, path)?;
+        eprintln!(
+            "bench: etcd snapshot {} ({bytes} bytes) holds {} secrets per provider; check it offline with\n  secret-store --etcd-snapshot {} --etcd-prefix /secret-store-bench/{run_id}/<provider> --encryption-config <a config with the same provider> verify",
+            path.display(),
+            args.count,
+            path.display()
+        );
+        Ok(())
+    }
 }
 
 /// Runs the benchmark on `engine` and prints the side-by-side table.

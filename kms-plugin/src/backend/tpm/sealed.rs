@@ -27,10 +27,10 @@ use zeroize::Zeroizing;
 
 use super::conn::Conn;
 use super::object::ObjectBlob;
-use crate::backend::key_id_hash;
 use super::policy::{self, PcrPolicy};
 use super::worker::Worker;
 use super::{MintOptions, TpmError, is_policy_failure, tss};
+use crate::backend::key_id_hash;
 use crate::backend::memory::{self, MemoryKey};
 use crate::backend::options::ConnectOptions;
 use crate::backend::registry::{BackendRow, MintRequest, Portability};
@@ -54,7 +54,9 @@ pub(crate) const ROW: BackendRow = BackendRow {
     open,
     minter,
     destroy: None,
-    export: Portability::Elsewhere("TPM keys move with `key export-target` on the receiving node, then `key share` here"),
+    export: Portability::Elsewhere(
+        "TPM keys move with `key export-target` on the receiving node, then `key share` here",
+    ),
 };
 
 fn open(dir: Option<&Path>, o: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {

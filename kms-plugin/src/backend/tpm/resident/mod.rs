@@ -36,9 +36,9 @@ use tpm::{UnwrapError, unwrap, wrap};
 
 use super::TpmError;
 use super::object::ObjectBlob;
-use crate::backend::key_id_hash;
 use super::policy::PcrPolicy;
 use super::worker::Worker;
+use crate::backend::key_id_hash;
 use crate::backend::options::ConnectOptions;
 use crate::backend::registry::{BackendRow, MintRequest, Portability};
 use crate::backend::ring::{LoadError, Loaded, RingBackend, RingKeys};
@@ -65,7 +65,9 @@ pub(crate) const ROW: BackendRow = BackendRow {
     open,
     minter,
     destroy: None,
-    export: Portability::Elsewhere("TPM keys move with `key export-target` on the receiving node, then `key share` here"),
+    export: Portability::Elsewhere(
+        "TPM keys move with `key export-target` on the receiving node, then `key share` here",
+    ),
 };
 
 fn open(dir: Option<&Path>, o: &ConnectOptions) -> Result<Arc<dyn KeyBackend>, BackendError> {

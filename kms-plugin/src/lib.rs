@@ -7,8 +7,8 @@
 //! The crate in three parts (`ARCHITECTURE.md` has the picture):
 //! - the core: [`backend`] (the key backend seam and its implementations),
 //!   [`keyring`] (versioned KEKs on disk), [`wire`] (the ciphertext format),
-//!   `secret` (locked key memory), `fsutil` (crash-safe writes) and
-//!   `hardening` (process hardening);
+//!   `secret` (locked key memory) and `fsutil` (crash-safe writes); process
+//!   hardening is [`kms_proto::process`], shared with the store;
 //! - `daemon`: `serve` (configuration, the gRPC service, the socket, the
 //!   health/metrics endpoint, logging);
 //! - `cmd`: the command line (`key`, `probe`, `bench`), reached through
@@ -26,7 +26,6 @@ mod fsutil;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod hardening;
 pub mod keyring;
 mod secret;
 pub mod wire;

@@ -46,8 +46,8 @@ fn bind_health(a: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener
 /// bound (another process took it) does not keep the plugin down: it is a
 /// warning, counted, and tried again while serving.
 pub fn prepare(cfg: ServeConfig) -> anyhow::Result<Prepared> {
-    crate::hardening::private_umask();
-    if let Err(e) = crate::hardening::disable_core_dumps() {
+    kms_proto::process::private_umask();
+    if let Err(e) = kms_proto::process::disable_core_dumps() {
         tracing::warn!(error = %e, "could not disable core dumps");
     }
     let backend = registry::open(cfg.backend, cfg.keyring.as_deref(), &cfg.connect)?;

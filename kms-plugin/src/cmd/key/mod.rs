@@ -195,8 +195,8 @@ pub enum KeyCommand {
 
 /// Runs a key command.
 pub fn run(cmd: KeyCommand) -> Result<(), anyhow::Error> {
-    crate::hardening::private_umask();
-    let _ = crate::hardening::disable_core_dumps();
+    kms_proto::process::private_umask();
+    let _ = kms_proto::process::disable_core_dumps();
     match cmd {
         KeyCommand::Init {
             ring,

@@ -16,6 +16,7 @@ pub mod rand;
 pub mod rewrap;
 pub mod runtime;
 pub mod secret;
+mod stages;
 pub mod storage;
 pub mod store;
 pub mod transform;

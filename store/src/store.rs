@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use crate::k8s::{InvalidError, new_uid};
 use crate::secret::{self, Secret, StorageFormat, Warning};
+use crate::stages::{self, Stage};
 use crate::storage::{self, Precondition, StorageEngine, StorageError, Versioned};
 use crate::transform::chain::TransformerChain;
 use crate::transform::{EnvelopeInfo, TransformError};
@@ -246,13 +247,16 @@ impl SecretStore {
 
     /// Opens and decodes a stored value, keeping its format and plaintext.
     pub fn open(&self, v: &Versioned) -> Result<Decoded, StoreError> {
-        let opened = self.chain.open(&v.value, &v.key)?;
+        let opened = stages::time(Stage::Transform, || self.chain.open(&v.value, &v.key))?;
         let bad = |source| StoreError::Decode {
             key: v.key.clone(),
             source,
         };
         let format = StorageFormat::detect(&opened.plaintext).map_err(bad)?;
-        let mut secret = Secret::from_storage_bytes(&opened.plaintext).map_err(bad)?;
+        let mut secret = stages::time(Stage::Decode, || {
+            Secret::from_storage_bytes(&opened.plaintext)
+        })
+        .map_err(bad)?;
         secret.metadata.resource_version = Some(v.mod_revision.to_string());
         Ok(Decoded {
             secret,
@@ -277,13 +281,17 @@ impl SecretStore {
                 rv.to_string(),
             ));
         }
-        secret::prepare_for_create(&mut s, new_uid(), SystemTime::now());
-        let warnings = secret::validate_create(&s)?;
-        let sealed = self.chain.seal(&s.to_storage_bytes(self.format), &key)?;
-        let rev = self
-            .engine
-            .put(&key, &sealed, Precondition::Absent)
-            .map_err(|e| match e {
+        let warnings = stages::time(Stage::Validate, || {
+            secret::prepare_for_create(&mut s, new_uid(), SystemTime::now());
+            secret::validate_create(&s)
+        })?;
+        let plain = stages::time(Stage::Encode, || s.to_storage_bytes(self.format));
+        let sealed = stages::time(Stage::Transform, || self.chain.seal(&plain, &key))?;
+        drop(plain);
+        let rev = stages::time(Stage::Engine, || {
+            self.engine.put(&key, &sealed, Precondition::Absent)
+        })
+        .map_err(|e| match e {
                 StorageError::Conflict { .. } => StoreError::AlreadyExists(s.metadata.name.clone()),
                 other => StoreError::Storage(other),
             })?;
@@ -358,9 +366,11 @@ impl SecretStore {
     /// Reads one Secret.
     pub fn get(&self, namespace: &str, name: &str) -> Result<Secret, StoreError> {
         let key = self.key(namespace, name);
-        let v = self.engine.get(&key)?.ok_or_else(|| StoreError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
+        let v = stages::time(Stage::Engine, || self.engine.get(&key))?.ok_or_else(|| {
+            StoreError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            }
         })?;
         Ok(self.decode(&v)?.0)
     }

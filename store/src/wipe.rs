@@ -43,6 +43,12 @@ impl<const N: usize> Wipe for [u8; N] {
     }
 }
 
+impl<const N: usize> Wipe for [u32; N] {
+    fn wipe(&mut self) {
+        self.zeroize();
+    }
+}
+
 /// A value wiped when dropped. Dereferences to the value.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Wiped<T: Wipe>(T);

@@ -9,16 +9,23 @@
 //! `encryptedData = nonce(12) ‖ AES-GCM(DEK, plaintext, AAD = etcd key) ‖ tag(16)`.
 //!
 //! A seal costs one random draw (info and nonce together), one HKDF expand,
-//! one AES key schedule and one AEAD pass over a buffer sized once. The
-//! derived key goes from ring's HKDF output straight into ring's AES key
-//! without passing through our memory.
+//! one AES key schedule and one AEAD pass over a buffer sized once.
+//!
+//! HKDF-Expand of a 32-byte key is one HMAC-SHA256 over `info ‖ 0x01`: four
+//! SHA-256 blocks, two of which (the seed ⊕ ipad and ⊕ opad blocks) are the
+//! same for every value of a seed. A [`SeedKey`] computes those two once,
+//! when the seed is unwrapped or generated, and keeps the two hash states
+//! (key-equivalent: they are wiped with it); each value then costs two
+//! blocks (`sha2::compress256`, SHA-NI where the CPU has it). The derived key
+//! lives in a wiped array until ring's AES key is made from it.
 
 use std::fmt;
 
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
-use ring::hkdf::{HKDF_SHA256, Prk};
+use sha2::digest::generic_array::GenericArray;
 
 use crate::rand;
+use crate::stages::{self, Stage};
 use crate::wipe::Wiped;
 
 /// Bytes of a seed we generate (`MinSeedSizeExtendedNonceGCM` upstream).
@@ -36,7 +43,7 @@ pub const LEGACY_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// DEK. Wiped when the last reference goes; never printed.
 pub(crate) enum UnwrappedKey {
     /// A seed of at least 32 bytes; each value's key is derived from it.
-    Seed(Wiped<Vec<u8>>),
+    Seed(SeedKey),
     /// A 16- or 32-byte AES-GCM key used directly.
     Legacy(Wiped<Vec<u8>>),
 }
@@ -61,7 +68,7 @@ impl UnwrappedKey {
                     bytes.len()
                 ));
             }
-            Ok(UnwrappedKey::Seed(bytes))
+            Ok(UnwrappedKey::Seed(SeedKey::new(&bytes)))
         } else {
             if bytes.len() != 16 && bytes.len() != 32 {
                 return Err(format!(
@@ -80,7 +87,7 @@ impl UnwrappedKey {
         aad: &[u8],
     ) -> Result<Wiped<Vec<u8>>, OpenError> {
         match self {
-            UnwrappedKey::Seed(seed) => open_seed(seed, encrypted_data, aad),
+            UnwrappedKey::Seed(seed) => seed.open(encrypted_data, aad),
             UnwrappedKey::Legacy(dek) => open_legacy(dek, encrypted_data, aad),
         }
     }
@@ -107,32 +114,162 @@ pub(crate) fn generate_seed() -> Wiped<Vec<u8>> {
     seed
 }
 
-/// The per-value key: HKDF-SHA256 Expand (PRK = seed, `info`), 32 bytes,
-/// made straight into an AES-256-GCM key.
-fn derive(seed: &[u8], info: &[u8]) -> LessSafeKey {
-    let prk = Prk::new_less_safe(HKDF_SHA256, seed);
-    let info = [info];
-    let okm = prk
-        .expand(&info, &AES_256_GCM)
-        .expect("32 bytes is far below HKDF-SHA256's 8160-byte limit");
-    LessSafeKey::new(UnboundKey::from(okm))
+/// SHA-256's initial hash value.
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+const BLOCK: usize = 64;
+
+fn compress(state: &mut [u32; 8], block: &[u8; BLOCK]) {
+    sha2::compress256(state, std::slice::from_ref(GenericArray::from_slice(block)));
 }
 
-/// Appends `info ‖ nonce ‖ AES-256-GCM(plaintext) ‖ tag` to `out`; `out`
-/// should have room for `plaintext.len() + SEED_OVERHEAD` more bytes.
-pub(crate) fn seal_seed_into(out: &mut Vec<u8>, seed: &[u8], plaintext: &[u8], aad: &[u8]) {
-    let start = out.len();
-    // info and nonce in one draw from the batched OS randomness.
-    out.resize(start + INFO_LEN + NONCE_LEN, 0);
-    rand::fill(&mut out[start..]);
-    out.extend_from_slice(plaintext);
-    let (head, body) = out[start..].split_at_mut(INFO_LEN + NONCE_LEN);
-    let key = derive(seed, &head[..INFO_LEN]);
-    let nonce = nonce_from(&head[INFO_LEN..]);
-    let tag: Tag = key
-        .seal_in_place_separate_tag(nonce, Aad::from(aad), body)
+fn state_bytes(state: &[u32; 8], out: &mut [u8]) {
+    for (o, w) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+}
+
+/// SHA-256 of `msg` with every intermediate buffer wiped (for seeds longer
+/// than a block, which HMAC hashes first).
+fn sha256_wiped(msg: &[u8]) -> Wiped<[u8; 32]> {
+    let mut st = Wiped::new(SHA256_IV);
+    let mut blocks = msg.chunks_exact(BLOCK);
+    let mut block = Wiped::new([0u8; BLOCK]);
+    for b in &mut blocks {
+        block.copy_from_slice(b);
+        compress(&mut st, &*block);
+    }
+    let rest = blocks.remainder();
+    block.fill(0);
+    block[..rest.len()].copy_from_slice(rest);
+    block[rest.len()] = 0x80;
+    if rest.len() + 1 > BLOCK - 8 {
+        compress(&mut st, &*block);
+        block.fill(0);
+    }
+    block[BLOCK - 8..].copy_from_slice(&((msg.len() as u64) * 8).to_be_bytes());
+    compress(&mut st, &*block);
+    let mut out = Wiped::new([0u8; 32]);
+    state_bytes(&st, &mut out[..]);
+    out
+}
+
+/// A seed, kept as HMAC-SHA256 keyed by it needs it: the hash states after
+/// the key's inner (⊕ 0x36) and outer (⊕ 0x5c) blocks. They are
+/// key-equivalent, so they are wiped when dropped and never printed.
+pub(crate) struct SeedKey {
+    inner: Wiped<[u32; 8]>,
+    outer: Wiped<[u32; 8]>,
+}
+
+impl fmt::Debug for SeedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SeedKey(<redacted>)")
+    }
+}
+
+impl SeedKey {
+    /// Precomputes the HMAC states of `seed` (hashed first when longer than
+    /// a block, as HMAC does).
+    pub(crate) fn new(seed: &[u8]) -> Self {
+        let mut key = Wiped::new([0u8; BLOCK]);
+        if seed.len() > BLOCK {
+            key[..32].copy_from_slice(&sha256_wiped(seed)[..]);
+        } else {
+            key[..seed.len()].copy_from_slice(seed);
+        }
+        let mut block = Wiped::new([0u8; BLOCK]);
+        let mut pad = |byte: u8| {
+            for (b, k) in block.iter_mut().zip(key.iter()) {
+                *b = k ^ byte;
+            }
+            let mut st = Wiped::new(SHA256_IV);
+            compress(&mut st, &*block);
+            st
+        };
+        SeedKey {
+            inner: pad(0x36),
+            outer: pad(0x5c),
+        }
+    }
+
+    /// The per-value key: HKDF-SHA256 Expand (PRK = seed, `info`, 32
+    /// bytes), which is HMAC(seed, info ‖ 0x01): one block on each state.
+    fn derive(&self, info: &[u8]) -> LessSafeKey {
+        debug_assert_eq!(info.len(), INFO_LEN);
+        // Inner: info ‖ 0x01, padded; the length counts the key block.
+        let mut block = Wiped::new([0u8; BLOCK]);
+        block[..INFO_LEN].copy_from_slice(info);
+        block[INFO_LEN] = 0x01;
+        block[INFO_LEN + 1] = 0x80;
+        block[BLOCK - 8..].copy_from_slice(&(((BLOCK + INFO_LEN + 1) * 8) as u64).to_be_bytes());
+        let mut st = Wiped::new(*self.inner);
+        compress(&mut st, &*block);
+        // Outer: the inner digest, padded.
+        block.fill(0);
+        state_bytes(&st, &mut block[..32]);
+        block[32] = 0x80;
+        block[BLOCK - 8..].copy_from_slice(&(((BLOCK + 32) * 8) as u64).to_be_bytes());
+        st.copy_from_slice(&self.outer[..]);
+        compress(&mut st, &*block);
+        let mut dek = Wiped::new([0u8; 32]);
+        state_bytes(&st, &mut dek[..]);
+        LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, &dek[..]).expect("32 bytes is an AES-256 key"),
+        )
+    }
+
+    /// Appends `info ‖ nonce ‖ AES-256-GCM(plaintext) ‖ tag` to `out`; `out`
+    /// should have room for `plaintext.len() + SEED_OVERHEAD` more bytes.
+    pub(crate) fn seal_into(&self, out: &mut Vec<u8>, plaintext: &[u8], aad: &[u8]) {
+        let start = out.len();
+        // info and nonce in one draw from the batched OS randomness.
+        out.resize(start + INFO_LEN + NONCE_LEN, 0);
+        rand::fill(&mut out[start..]);
+        out.extend_from_slice(plaintext);
+        let (head, body) = out[start..].split_at_mut(INFO_LEN + NONCE_LEN);
+        let key = stages::time(Stage::Derive, || self.derive(&head[..INFO_LEN]));
+        let nonce = nonce_from(&head[INFO_LEN..]);
+        let tag: Tag = stages::time(Stage::Aead, || {
+            key.seal_in_place_separate_tag(nonce, Aad::from(aad), body)
+        })
         .expect("AES-GCM seals up to 64 GiB per nonce; a stored value is far smaller");
-    out.extend_from_slice(tag.as_ref());
+        out.extend_from_slice(tag.as_ref());
+    }
+
+    /// Opens seed-mode `encryptedData`.
+    pub(crate) fn open(
+        &self,
+        encrypted_data: &[u8],
+        aad: &[u8],
+    ) -> Result<Wiped<Vec<u8>>, OpenError> {
+        if encrypted_data.len() < SEED_OVERHEAD {
+            return Err(OpenError::TooShort {
+                len: encrypted_data.len(),
+                min: SEED_OVERHEAD,
+            });
+        }
+        let (info, rest) = encrypted_data.split_at(INFO_LEN);
+        let (nonce, ct_and_tag) = rest.split_at(NONCE_LEN);
+        let key = stages::time(Stage::Derive, || self.derive(info));
+        open_with(&key, nonce_from(nonce), ct_and_tag, aad)
+    }
+}
+
+/// Appends `info ‖ nonce ‖ AES-256-GCM(plaintext) ‖ tag` to `out`, sealed
+/// with a key derived from `seed` (see [`SeedKey::seal_into`]).
+#[cfg(test)]
+pub(crate) fn seal_seed_into(out: &mut Vec<u8>, seed: &[u8], plaintext: &[u8], aad: &[u8]) {
+    SeedKey::new(seed).seal_into(out, plaintext, aad);
 }
 
 fn nonce_from(bytes: &[u8]) -> Nonce {
@@ -150,28 +287,22 @@ fn open_with(
 ) -> Result<Wiped<Vec<u8>>, OpenError> {
     let (ct, tag) = ct_and_tag.split_at(ct_and_tag.len() - TAG_LEN);
     let tag: [u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
-    let mut buf = Wiped::new(ct.to_vec());
-    key.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(tag), &mut buf[..], 0..)
-        .map_err(|_| OpenError::Auth)?;
-    Ok(buf)
+    stages::time(Stage::Aead, || {
+        let mut buf = Wiped::new(ct.to_vec());
+        key.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(tag), &mut buf[..], 0..)
+            .map_err(|_| OpenError::Auth)?;
+        Ok(buf)
+    })
 }
 
-/// Opens seed-mode `encryptedData`.
+/// Opens seed-mode `encryptedData` with a key derived from `seed`.
+#[cfg(test)]
 pub(crate) fn open_seed(
     seed: &[u8],
     encrypted_data: &[u8],
     aad: &[u8],
 ) -> Result<Wiped<Vec<u8>>, OpenError> {
-    if encrypted_data.len() < SEED_OVERHEAD {
-        return Err(OpenError::TooShort {
-            len: encrypted_data.len(),
-            min: SEED_OVERHEAD,
-        });
-    }
-    let (info, rest) = encrypted_data.split_at(INFO_LEN);
-    let (nonce, ct_and_tag) = rest.split_at(NONCE_LEN);
-    let key = derive(seed, info);
-    open_with(&key, nonce_from(nonce), ct_and_tag, aad)
+    SeedKey::new(seed).open(encrypted_data, aad)
 }
 
 /// Opens legacy `encryptedData` with the DEK itself.
@@ -191,7 +322,9 @@ pub(crate) fn open_legacy(
     } else {
         &AES_256_GCM
     };
-    let key = LessSafeKey::new(UnboundKey::new(alg, dek).map_err(|_| OpenError::Auth)?);
+    let key = stages::time(Stage::Derive, || UnboundKey::new(alg, dek))
+        .map(LessSafeKey::new)
+        .map_err(|_| OpenError::Auth)?;
     let (nonce, ct_and_tag) = encrypted_data.split_at(NONCE_LEN);
     open_with(&key, nonce_from(nonce), ct_and_tag, aad)
 }
@@ -199,6 +332,7 @@ pub(crate) fn open_legacy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ring::hkdf::{HKDF_SHA256, Prk};
 
     fn unhex(s: &str) -> Vec<u8> {
         hex::decode(s).unwrap()
@@ -236,6 +370,50 @@ mod tests {
         ed.extend(&buf);
         ed.extend(tag.as_ref());
         assert_eq!(&open_seed(&seed, &ed, b"k").unwrap()[..], b"hello");
+    }
+
+    /// The precomputed HMAC states give exactly ring's HKDF-SHA256 Expand,
+    /// for seeds shorter than, as long as and longer than a SHA-256 block.
+    #[test]
+    fn precomputed_expand_is_hkdf() {
+        struct Len32;
+        impl ring::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        for len in [32usize, 33, 55, 56, 63, 64, 65, 100, 119, 120, 128, 200] {
+            let mut seed = vec![0u8; len];
+            crate::rand::fill(&mut seed);
+            let info: [u8; INFO_LEN] = crate::rand::array();
+            let mut want = [0u8; 32];
+            Prk::new_less_safe(HKDF_SHA256, &seed)
+                .expand(&[&info], Len32)
+                .unwrap()
+                .fill(&mut want)
+                .unwrap();
+            let key = SeedKey::new(&seed).derive(&info);
+            // Same key: a value sealed with ring's key opens with ours.
+            let ring_key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &want).unwrap());
+            let mut buf = b"hkdf".to_vec();
+            let nonce = [7u8; NONCE_LEN];
+            let tag = ring_key
+                .seal_in_place_separate_tag(nonce_from(&nonce), Aad::from(b"a"), &mut buf)
+                .unwrap();
+            buf.extend_from_slice(tag.as_ref());
+            let opened = open_with(&key, nonce_from(&nonce), &buf, b"a")
+                .unwrap_or_else(|_| panic!("a {len}-byte seed derives another key than HKDF"));
+            assert_eq!(&opened[..], b"hkdf");
+        }
+    }
+
+    #[test]
+    fn sha256_of_every_padding_case() {
+        for len in [0usize, 1, 55, 56, 63, 64, 65, 119, 120, 200] {
+            let msg: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let want = ring::digest::digest(&ring::digest::SHA256, &msg);
+            assert_eq!(&sha256_wiped(&msg)[..], want.as_ref(), "{len} bytes");
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl KmsV2Transformer {
             encrypted_dek_source,
             &BTreeMap::new(),
         );
-        shared.cache.insert(st.cache_key, Arc::clone(st.key()));
+        shared.cache.insert(st.source.clone(), Arc::clone(st.key()));
         shared
             .state
             .install(st, Instant::now(), std::time::Duration::MAX);

@@ -163,7 +163,7 @@ impl Shared {
             self.state.extend(&st, now, window);
             // Keeps the current seed warm in the read cache (upstream re-adds
             // it on every write).
-            self.cache.insert(st.cache_key, Arc::clone(st.key()));
+            self.cache.insert(st.source.clone(), Arc::clone(st.key()));
             return Ok(status.version);
         }
         let seed = generate_seed();
@@ -197,7 +197,7 @@ impl Shared {
         validate_encrypt(&resp, &status.key_id)?;
         let previous = self.state.load_full().map(|s| s.key_id.clone());
         let st = WriteState::new(seed, resp.key_id, &resp.ciphertext, &resp.annotations);
-        self.cache.insert(st.cache_key, Arc::clone(st.key()));
+        self.cache.insert(st.source.clone(), Arc::clone(st.key()));
         let st = self.state.install(st, now, window);
         tracing::info!(
             kms.provider = %self.name,

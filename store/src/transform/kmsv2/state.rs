@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwapOption, Guard};
 
-use super::cache::{CacheKey, cache_key};
-use super::dek::UnwrappedKey;
+use super::cache::Source;
+use super::dek::{SeedKey, UnwrappedKey};
 use super::envelope::{DekSourceType, EncryptedObjectRef, encode_tail};
 use crate::wipe::Wiped;
 
@@ -24,14 +24,11 @@ pub(crate) struct WriteState {
     key: Arc<UnwrappedKey>,
     /// The plugin's key_id for the wrapped seed.
     pub(crate) key_id: String,
-    /// The plugin's ciphertext of the seed.
-    encrypted_dek_source: Box<[u8]>,
-    /// The plugin's annotations.
-    annotations: BTreeMap<String, Vec<u8>>,
+    /// The fields that name the seed's source in stored objects (and in
+    /// the read cache).
+    pub(crate) source: Source,
     /// Fields 2-5 of every `EncryptedObject` written with this state.
     pub(crate) tail: Box<[u8]>,
-    /// The read-cache key of this seed.
-    pub(crate) cache_key: CacheKey,
     /// When the seed was wrapped.
     pub(crate) created: SystemTime,
     /// Write deadline, in nanoseconds since the cell's base instant.
@@ -48,49 +45,30 @@ impl WriteState {
     ) -> Self {
         let t = DekSourceType::HkdfSha256XnonceAesGcmSeed;
         let tail = encode_tail(&key_id, encrypted_dek_source, annotations, t).into_boxed_slice();
-        let cache_key = cache_key(
-            t,
-            encrypted_dek_source,
-            &key_id,
-            annotations
-                .iter()
-                .map(|(k, v)| (k.as_bytes(), v.as_slice())),
-        );
+        let source = Source::new(t, encrypted_dek_source, &key_id, annotations);
         WriteState {
-            key: Arc::new(UnwrappedKey::Seed(seed)),
+            key: Arc::new(UnwrappedKey::Seed(SeedKey::new(&seed))),
             key_id,
-            encrypted_dek_source: encrypted_dek_source.into(),
-            annotations: annotations.clone(),
+            source,
             tail,
-            cache_key,
             created: SystemTime::now(),
             deadline: AtomicU64::new(0),
         }
     }
 
-    /// The seed bytes, for sealing.
-    pub(crate) fn seed(&self) -> &[u8] {
+    /// The seed, for sealing.
+    pub(crate) fn seed(&self) -> &SeedKey {
         match &*self.key {
             UnwrappedKey::Seed(s) => s,
-            // Only seeds are ever installed; an empty PRK would still be safe
-            // to use, but this arm cannot be reached.
-            UnwrappedKey::Legacy(_) => &[],
+            UnwrappedKey::Legacy(_) => unreachable!("WriteState::new installs only seeds"),
         }
     }
 
     /// Whether `obj` was written with this state's seed, judged by the
-    /// fields upstream's cache key covers. Lets a read of a current value
-    /// use [`Self::cache_key`] instead of hashing the object.
+    /// fields upstream's cache key covers. A read of such a value opens it
+    /// with [`Self::key`] directly, without a cache lookup.
     pub(crate) fn is_source_of(&self, obj: &EncryptedObjectRef<'_>) -> bool {
-        obj.dek_source_type == DekSourceType::HkdfSha256XnonceAesGcmSeed
-            && obj.key_id == self.key_id
-            && obj.encrypted_dek_source == &self.encrypted_dek_source[..]
-            && obj.annotations.len() == self.annotations.len()
-            && obj
-                .annotations
-                .iter()
-                .zip(&self.annotations)
-                .all(|((k1, v1), (k2, v2))| *k1 == k2 && *v1 == &v2[..])
+        self.source.matches(obj)
     }
 
     /// The seed as the read cache holds it.
@@ -212,8 +190,7 @@ mod tests {
             dek_source_type: DekSourceType::HkdfSha256XnonceAesGcmSeed,
         };
         assert!(st.is_source_of(&obj));
-        let same = super::super::cache::cache_key_of(&obj);
-        assert_eq!(same, st.cache_key);
+        assert_eq!(Source::of(&obj), st.source);
         obj.annotations.insert("a.io", b"2");
         assert!(!st.is_source_of(&obj));
         obj.annotations.insert("a.io", b"1");
@@ -230,7 +207,10 @@ mod tests {
     #[test]
     fn the_seed_is_shared_with_the_cache_entry() {
         let st = state();
-        assert_eq!(st.seed(), &[7; 32]);
+        let mut sealed = Vec::new();
+        st.seed().seal_into(&mut sealed, b"v", b"k");
+        let by_raw_seed = super::super::dek::open_seed(&[7; 32], &sealed, b"k").unwrap();
+        assert_eq!(&by_raw_seed[..], b"v");
         assert!(matches!(&**st.key(), UnwrappedKey::Seed(_)));
     }
 }

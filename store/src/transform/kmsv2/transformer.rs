@@ -17,8 +17,8 @@ use kms_proto::Endpoint;
 use kms_proto::v2::DecryptRequest;
 use tokio::task::AbortHandle;
 
-use super::cache::{CacheKey, DekCache, cache_key_of};
-use super::dek::{OpenError, SEED_OVERHEAD, UnwrappedKey, seal_seed_into};
+use super::cache::{DekCache, Source, cache_key_of};
+use super::dek::{OpenError, SEED_OVERHEAD, UnwrappedKey};
 use super::envelope::{
     DekSourceType, EncryptedObjectRef, KMS_V2_PREFIX, decode_encrypted_object, field_header_len,
     parse_envelope, put_encrypted_data_header,
@@ -30,6 +30,8 @@ use super::plugin::{PluginCalls, PluginClient};
 use super::state::{StateCell, WriteState};
 use crate::encryption_config::KmsProviderConfig;
 use crate::runtime;
+use crate::stages::{self, Stage};
+use crate::wipe::Wiped;
 use crate::transform::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
 use kms_proto::contract::error_chain;
 
@@ -166,8 +168,10 @@ impl KmsV2Transformer {
     }
 
     /// Empties the cache of unwrapped seeds and DEKs (they are wiped), so the
-    /// next read of each DEK source calls the plugin's Decrypt. The current
-    /// write seed returns to the cache at the next healthy Status.
+    /// next read of each DEK source calls the plugin's Decrypt, except for
+    /// values of the current write seed: they open with the seed the
+    /// provider holds to write, which returns to the cache at the next
+    /// healthy Status.
     pub fn clear_cache(&self) {
         self.shared.cache.clear();
     }
@@ -215,16 +219,13 @@ impl KmsV2Transformer {
         }
     }
 
-    /// The unwrapped seed or DEK of `obj`, from the cache or the plugin.
+    /// The unwrapped seed or DEK of `obj` after a cache miss: from the
+    /// plugin (or from the cache, when another reader filled it meanwhile).
     fn unwrap_key(
         &self,
         obj: &EncryptedObjectRef<'_>,
-        ck: CacheKey,
         etcd_key: &str,
     ) -> Result<Arc<UnwrappedKey>, TransformError> {
-        if let Some(k) = self.shared.cache.get(&ck) {
-            return Ok(k);
-        }
         let plugin = self.shared.plugin.clone().ok_or_else(|| {
             self.kms_error(format!(
                 "the DEK source of {etcd_key} (key_id {:?}) is not cached and no plugin is attached",
@@ -235,7 +236,7 @@ impl KmsV2Transformer {
         // caller words the error with its own key.
         let fetch = || -> Result<Arc<UnwrappedKey>, String> {
             // Another reader may have filled the cache since our miss.
-            if let Some(k) = self.shared.cache.get(&ck) {
+            if let Some(k) = self.shared.cache.get(obj) {
                 return Ok(k);
             }
             let req = DecryptRequest {
@@ -255,18 +256,41 @@ impl KmsV2Transformer {
             let key = UnwrappedKey::from_plugin(seed_mode, plaintext)
                 .map_err(|e| format!("its Decrypt answer: {e}"))?;
             let key = Arc::new(key);
-            self.shared.cache.insert(ck, Arc::clone(&key));
+            self.shared.cache.insert(Source::of(obj), Arc::clone(&key));
             Ok(key)
         };
         self.shared
             .flights
-            .run(ck, fetch, |wait| runtime::blocking(wait))
+            .run(cache_key_of(obj), fetch, |wait| runtime::blocking(wait))
             .map_err(|e| {
                 self.kms_error(format!(
                     "cannot unwrap the DEK source of {etcd_key} (key_id {:?}): {e}",
                     obj.key_id
                 ))
             })
+    }
+
+    /// The result of opening `obj`'s data, its errors worded for `etcd_key`.
+    fn opened(
+        &self,
+        opened: Result<Wiped<Vec<u8>>, OpenError>,
+        obj: &EncryptedObjectRef<'_>,
+        stale: bool,
+        etcd_key: &str,
+    ) -> Result<Opened, TransformError> {
+        let plaintext = opened.map_err(|e| match e {
+            OpenError::TooShort { len, min } => malformed(
+                etcd_key,
+                format_args!(
+                    "encryptedData is {len} bytes; a {} value has at least {min}",
+                    obj.dek_source_type
+                ),
+            ),
+            OpenError::Auth => TransformError::DecryptionFailed {
+                etcd_key: etcd_key.to_string(),
+            },
+        })?;
+        Ok(Opened { plaintext, stale })
     }
 
     fn refusal(&self, state: Option<&WriteState>) -> TransformError {
@@ -380,7 +404,7 @@ impl Transformer for KmsV2Transformer {
         );
         out.extend_from_slice(prefix);
         put_encrypted_data_header(&mut out, data_len);
-        seal_seed_into(&mut out, st.seed(), plaintext, etcd_key.as_bytes());
+        st.seed().seal_into(&mut out, plaintext, etcd_key.as_bytes());
         out.extend_from_slice(&st.tail);
         Ok(out)
     }
@@ -397,37 +421,38 @@ impl Transformer for KmsV2Transformer {
                     ),
                 )
             })?;
-        let obj = decode_encrypted_object(body).map_err(|e| malformed(etcd_key, e))?;
-        // One look at the write state (not held across a plugin call):
-        // values of the current seed skip hashing the object for the cache
-        // key, and staleness is judged as upstream: another key_id or source
-        // type than the write state's (so every AES_GCM_KEY value), or no
-        // write state at all.
-        let (ck, stale) = match self.shared.state.load().as_ref() {
-            Some(st) if st.is_source_of(&obj) => (st.cache_key, false),
-            Some(st) => (
-                cache_key_of(&obj),
-                st.key_id != obj.key_id
-                    || obj.dek_source_type != DekSourceType::HkdfSha256XnonceAesGcmSeed,
-            ),
-            None => (cache_key_of(&obj), true),
+        let (obj, state) = stages::time(Stage::Parse, || {
+            decode_encrypted_object(body).map(|obj| (obj, self.shared.state.load()))
+        })
+        .map_err(|e| malformed(etcd_key, e))?;
+        let aad = etcd_key.as_bytes();
+        // A value of the current seed (most reads) opens with the write
+        // state's seed: no cache lookup, no lock, no reference count.
+        if let Some(st) = state.as_ref()
+            && st.is_source_of(&obj)
+        {
+            let opened = st.key().open(obj.encrypted_data, aad);
+            return self.opened(opened, &obj, false, etcd_key);
+        }
+        // Staleness as upstream: another key_id or source type than the
+        // write state's (so every AES_GCM_KEY value), or no write state.
+        let stale = state.as_ref().is_none_or(|st| {
+            st.key_id != obj.key_id
+                || obj.dek_source_type != DekSourceType::HkdfSha256XnonceAesGcmSeed
+        });
+        // Not held across a plugin call.
+        drop(state);
+        let cached = stages::time(Stage::Cache, || {
+            self.shared
+                .cache
+                .with(&obj, |key| key.open(obj.encrypted_data, aad))
+        });
+        let opened = match cached {
+            Some(opened) => opened,
+            None => stages::time(Stage::Cache, || self.unwrap_key(&obj, etcd_key))?
+                .open(obj.encrypted_data, aad),
         };
-        let key = self.unwrap_key(&obj, ck, etcd_key)?;
-        let plaintext = key
-            .open(obj.encrypted_data, etcd_key.as_bytes())
-            .map_err(|e| match e {
-                OpenError::TooShort { len, min } => malformed(
-                    etcd_key,
-                    format_args!(
-                        "encryptedData is {len} bytes; a {} value has at least {min}",
-                        obj.dek_source_type
-                    ),
-                ),
-                OpenError::Auth => TransformError::DecryptionFailed {
-                    etcd_key: etcd_key.to_string(),
-                },
-            })?;
-        Ok(Opened { plaintext, stale })
+        self.opened(opened, &obj, stale, etcd_key)
     }
 
     fn is_current(&self, stored: &[u8]) -> bool {
@@ -537,13 +562,26 @@ mod tests {
 
     #[test]
     fn a_miss_without_a_plugin_is_a_kms_error_and_clear_cache_makes_misses() {
+        // A value of another seed (another start of the store), whose
+        // source this transformer knows only from its cache.
+        let earlier =
+            KmsV2Transformer::from_seed_for_bench("unit", "kek-1", &[8; 60], generate_seed())
+                .unwrap();
+        let old = earlier.seal(b"x", "k").unwrap();
         let t = bench_transformer();
-        let stored = t.seal(b"x", "k").unwrap();
+        let key = earlier.shared.state.load_full().unwrap();
+        t.shared
+            .cache
+            .insert(key.source.clone(), Arc::clone(key.key()));
+        assert_eq!(&t.open(&old, "k").unwrap().plaintext[..], b"x");
+        let current = t.seal(b"y", "k").unwrap();
         t.clear_cache();
         assert_eq!(t.cached_keys(), 0);
-        let e = t.open(&stored, "k").unwrap_err();
+        let e = t.open(&old, "k").unwrap_err();
         assert!(matches!(e, TransformError::Kms { .. }), "{e}");
         assert!(e.to_string().contains("not cached"), "{e}");
+        // The current seed's values open from the write state, cache or not.
+        assert_eq!(&t.open(&current, "k").unwrap().plaintext[..], b"y");
     }
 
     #[test]

@@ -3,16 +3,21 @@
 //! RocksDB or etcd), then read back cold (empty seed cache, freshly opened
 //! engine) and warm, for identity, aesgcm and kms v2 side by side in one
 //! run. Each phase reports the share of its time spent in encryption
-//! (sealing, opening) and in the storage engine. Phases run in rounds with
+//! (sealing, opening) and in the storage engine, from the store's own stage
+//! marks ([`crate::stages`], counted per thread). Phases run in rounds with
 //! the providers taking turns, so that a change in the machine's speed
-//! during the run does not land on one provider only.
+//! during the run does not land on one provider only. Then a single thread
+//! times every stage of a write and a read per provider ([`breakdown`]).
 //!
 //! On etcd, each provider writes under a throwaway prefix
 //! (`/secret-store-bench/<run>/<provider>`), deleted at the end.
 
+mod breakdown;
 mod codec;
+mod plot;
 mod plugin;
-mod timing;
+
+pub use breakdown::StageFigures;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,8 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::secret::{Secret, SecretValue};
+use crate::stages::{self, Level, Stage, StageNanos};
 use crate::storage::EngineSpec;
-use crate::storage::StorageEngine;
 use crate::storage::etcd::EtcdConfig;
 use crate::store::SecretStore;
 use crate::transform::Transformer;
@@ -58,6 +63,11 @@ pub struct BenchArgs {
     /// Also write the figures as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Draw the figures as an SVG picture at FILE (default: beside --json,
+    /// with .svg): rates per provider and phase, and the per-stage
+    /// breakdown.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
     /// Each phase runs in this many slices of the Secrets, the providers
     /// taking turns in every slice, so that machine drift does not favour one.
     #[arg(long, default_value_t = 5)]
@@ -111,13 +121,6 @@ pub enum BenchEngine {
     Etcd(EtcdConfig),
 }
 
-/// The clocks of one provider run.
-#[derive(Clone, Default)]
-struct Clocks {
-    crypto: timing::Clock,
-    storage: timing::Clock,
-}
-
 /// A fresh chain for a provider, and its KMS transformer when it has one
 /// (for cache clearing and plugin-call counts).
 type ChainFactory =
@@ -166,8 +169,7 @@ struct PhaseAcc {
     lat: Vec<u64>,
     seconds: f64,
     plugin_calls: u64,
-    crypto_nanos: u64,
-    storage_nanos: u64,
+    stages: StageNanos,
 }
 
 impl PhaseAcc {
@@ -177,8 +179,7 @@ impl PhaseAcc {
             lat: Vec::new(),
             seconds: 0.0,
             plugin_calls: 0,
-            crypto_nanos: 0,
-            storage_nanos: 0,
+            stages: StageNanos::default(),
         }
     }
 
@@ -197,14 +198,15 @@ impl PhaseAcc {
             p50_us: percentile(&self.lat, 0.50),
             p99_us: percentile(&self.lat, 0.99),
             plugin_calls: self.plugin_calls,
-            crypto_share: self.crypto_nanos as f64 / busy,
-            storage_share: self.storage_nanos as f64 / busy,
+            crypto_share: self.stages.get(Stage::Transform) as f64 / busy,
+            storage_share: self.stages.get(Stage::Engine) as f64 / busy,
         }
     }
 }
 
 /// Runs `op` on the indices `range` with `writers` threads, adding the
-/// latencies, wall time, plugin calls and clocks to `acc`.
+/// latencies, wall time, plugin calls and the time in the provider and the
+/// engine to `acc`.
 fn run_slice(
     acc: &mut PhaseAcc,
     run: &ProviderRun<'_>,
@@ -214,18 +216,20 @@ fn run_slice(
     op: &(dyn Fn(usize) -> anyhow::Result<()> + Sync),
 ) -> anyhow::Result<()> {
     let before = run.kms.as_ref().map(|k| calls_total(&k.plugin_calls()));
-    let (crypto0, storage0) = (run.clocks.crypto.nanos(), run.clocks.storage.nanos());
     let next = AtomicUsize::new(range.start);
     let start = Instant::now();
-    let results: Vec<anyhow::Result<Vec<u64>>> = std::thread::scope(|s| {
+    type Worker = anyhow::Result<(Vec<u64>, StageNanos)>;
+    let results: Vec<Worker> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..writers)
             .map(|_| {
                 s.spawn(|| {
+                    // The provider's and the engine's time, on this thread.
+                    let rec = stages::Recording::start(Level::Coarse);
                     let mut lat = Vec::with_capacity(range.len() / writers + 1);
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= range.end {
-                            return Ok(lat);
+                            return Ok((lat, rec.nanos()));
                         }
                         let t = Instant::now();
                         op(i)?;
@@ -243,29 +247,14 @@ fn run_slice(
     });
     acc.seconds += start.elapsed().as_secs_f64();
     for r in results {
-        acc.lat.extend(r?);
+        let (lat, nanos) = r?;
+        acc.lat.extend(lat);
+        acc.stages.add(&nanos);
     }
     if let (Some(k), Some(before)) = (&run.kms, before) {
         acc.plugin_calls += calls_total(&k.plugin_calls()) - before;
     }
-    acc.crypto_nanos += run.clocks.crypto.nanos() - crypto0;
-    acc.storage_nanos += run.clocks.storage.nanos() - storage0;
     Ok(())
-}
-
-/// A chain whose seal and open are timed on `clock`.
-fn timed(
-    chain: Arc<TransformerChain>,
-    clock: &timing::Clock,
-) -> anyhow::Result<Arc<TransformerChain>> {
-    let allow = chain.plaintext_allowed();
-    let t: Arc<dyn Transformer> = Arc::new(timing::TimedTransformer {
-        inner: chain,
-        clock: clock.clone(),
-    });
-    Ok(Arc::new(
-        TransformerChain::new(vec![t])?.with_plaintext_allowed(allow),
-    ))
 }
 
 /// Where one provider's run keeps its Secrets.
@@ -280,8 +269,8 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
-    fn open(&self, clocks: &Clocks) -> anyhow::Result<Arc<dyn StorageEngine>> {
-        let inner = match self.engine {
+    fn store(&self, chain: Arc<TransformerChain>) -> anyhow::Result<SecretStore> {
+        let engine = match self.engine {
             BenchEngine::Rocks => EngineSpec::Rocks {
                 dir: self.db.clone(),
                 sync: false,
@@ -289,15 +278,7 @@ impl Target<'_> {
             BenchEngine::Etcd(c) => EngineSpec::Etcd(c.clone()),
         }
         .open()?;
-        Ok(Arc::new(timing::TimedEngine {
-            inner,
-            clock: clocks.storage.clone(),
-        }))
-    }
-
-    fn store(&self, clocks: &Clocks, chain: Arc<TransformerChain>) -> anyhow::Result<SecretStore> {
-        let store = SecretStore::new(self.open(clocks)?, timed(chain, &clocks.crypto)?)
-            .with_storage_format(self.format);
+        let store = SecretStore::new(engine, chain).with_storage_format(self.format);
         match self.engine {
             BenchEngine::Rocks => Ok(store),
             BenchEngine::Etcd(_) => store
@@ -307,11 +288,10 @@ impl Target<'_> {
     }
 }
 
-/// One provider's store, clocks and (kms) transformer, open for a phase.
+/// One provider's store and (kms) transformer, open for a phase.
 struct ProviderRun<'a> {
     provider: &'a Provider,
     target: Target<'a>,
-    clocks: Clocks,
     store: Option<SecretStore>,
     kms: Option<Arc<KmsV2Transformer>>,
 }
@@ -325,7 +305,7 @@ impl ProviderRun<'_> {
         if let Some(k) = &kms {
             k.clear_cache();
         }
-        self.store = Some(self.target.store(&self.clocks, chain)?);
+        self.store = Some(self.target.store(chain)?);
         self.kms = kms;
         Ok(())
     }
@@ -344,7 +324,7 @@ fn bench_providers(
     args: &BenchArgs,
     engine_name: &'static str,
     runs: &mut [ProviderRun<'_>],
-) -> anyhow::Result<Vec<PhaseFigures>> {
+) -> anyhow::Result<(Vec<PhaseFigures>, Vec<StageFigures>)> {
     let rounds = args.rounds.min(args.count).max(1);
     let slice = |r: usize| (args.count * r / rounds)..(args.count * (r + 1) / rounds);
     let mut accs: Vec<[PhaseAcc; 3]> = runs
@@ -397,7 +377,17 @@ fn bench_providers(
             out.push(a.figures(engine_name, &run.provider.label, args.size));
         }
     }
-    Ok(out)
+    let mut stages = Vec::new();
+    for run in runs.iter() {
+        stages.extend(breakdown::measure(
+            run.store(),
+            engine_name,
+            &run.provider.label,
+            args.count,
+            args.size,
+        )?);
+    }
+    Ok((out, stages))
 }
 
 /// Deletes the bench's etcd keys when dropped (also after a failure).
@@ -566,12 +556,11 @@ pub fn run_on(args: BenchArgs, engine: BenchEngine) -> anyhow::Result<Vec<PhaseF
                 db: root.join(format!("db-{}", p.label)),
                 etcd_prefix: format!("/secret-store-bench/{run_id}/{}", p.label),
             },
-            clocks: Clocks::default(),
             store: None,
             kms: None,
         })
         .collect();
-    let all = bench_providers(&args, engine_name, &mut runs)?;
+    let (all, stages) = bench_providers(&args, engine_name, &mut runs)?;
     drop(runs);
     drop(local_plugin);
     if let (Some(path), BenchEngine::Etcd(c)) = (&args.etcd_snapshot, &engine) {
@@ -579,6 +568,7 @@ pub fn run_on(args: BenchArgs, engine: BenchEngine) -> anyhow::Result<Vec<PhaseF
     }
     let codecs = codec::bench_codecs(args.size, args.count.min(20_000))?;
     print_table(&[all.as_slice(), codecs.as_slice()].concat());
+    breakdown::print(&stages);
     let json_ratio = |phase: &str| {
         let rate = |f: &str| {
             codecs
@@ -604,8 +594,21 @@ pub fn run_on(args: BenchArgs, engine: BenchEngine) -> anyhow::Result<Vec<PhaseF
             "storage_media_type": args.storage_format.media_type(),
             "phases": all,
             "codec": codecs,
+            "stages": stages,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
+    }
+    let svg = args
+        .svg
+        .clone()
+        .or_else(|| args.json.as_ref().map(|j| j.with_extension("svg")));
+    if let Some(path) = svg {
+        let subtitle = format!(
+            "{} Secrets of {} bytes, {} writers/readers, {engine_name}",
+            args.count, args.size, args.writers
+        );
+        std::fs::write(&path, plot::render(&all, &stages, &subtitle)?)?;
+        eprintln!("bench: picture at {}", path.display());
     }
     Ok(all)
 }

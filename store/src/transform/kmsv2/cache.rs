@@ -88,8 +88,11 @@ pub(crate) struct Source {
     encrypted_dek_source: Arc<[u8]>,
     key_id: Box<str>,
     /// In key order, as the object's map.
-    annotations: Box<[(Box<str>, Box<[u8]>)]>,
+    annotations: Box<[Annotation]>,
 }
+
+/// An annotation's key and value, owned.
+type Annotation = (Box<str>, Box<[u8]>);
 
 impl Source {
     /// The source of a seed the plugin wrapped as `encrypted_dek_source`.
@@ -130,8 +133,7 @@ impl Source {
             && o.key_id == &*self.key_id
             && o.encrypted_dek_source == &self.encrypted_dek_source[..]
             && o.annotations.len() == self.annotations.len()
-            && o
-                .annotations
+            && o.annotations
                 .iter()
                 .zip(self.annotations.iter())
                 .all(|((k1, v1), (k2, v2))| *k1 == &**k2 && *v1 == &**v2)
@@ -326,7 +328,9 @@ mod tests {
     use crate::wipe::Wiped;
 
     fn key() -> Arc<UnwrappedKey> {
-        Arc::new(UnwrappedKey::Seed(super::super::dek::SeedKey::new(&[1; 32])))
+        Arc::new(UnwrappedKey::Seed(super::super::dek::SeedKey::new(
+            &[1; 32],
+        )))
     }
 
     fn obj<'a>(eds: &'a [u8], key_id: &'a str) -> EncryptedObjectRef<'a> {
@@ -429,8 +433,14 @@ mod tests {
         let other = Arc::new(UnwrappedKey::Legacy(Wiped::new(vec![2; 32])));
         c.insert(Source::of(&annotated), Arc::clone(&other));
         assert_eq!(c.len(), 2);
-        assert!(c.with(&annotated, |k| matches!(k, UnwrappedKey::Legacy(_))).unwrap());
-        assert!(c.with(&base, |k| matches!(k, UnwrappedKey::Seed(_))).unwrap());
+        assert!(
+            c.with(&annotated, |k| matches!(k, UnwrappedKey::Legacy(_)))
+                .unwrap()
+        );
+        assert!(
+            c.with(&base, |k| matches!(k, UnwrappedKey::Seed(_)))
+                .unwrap()
+        );
         // Inserting a source again replaces its entry.
         c.insert(Source::of(&base), key());
         assert_eq!(c.len(), 2);

@@ -146,18 +146,18 @@ fn sha256_wiped(msg: &[u8]) -> Wiped<[u8; 32]> {
     let mut block = Wiped::new([0u8; BLOCK]);
     for b in &mut blocks {
         block.copy_from_slice(b);
-        compress(&mut st, &*block);
+        compress(&mut st, &block);
     }
     let rest = blocks.remainder();
     block.fill(0);
     block[..rest.len()].copy_from_slice(rest);
     block[rest.len()] = 0x80;
     if rest.len() + 1 > BLOCK - 8 {
-        compress(&mut st, &*block);
+        compress(&mut st, &block);
         block.fill(0);
     }
     block[BLOCK - 8..].copy_from_slice(&((msg.len() as u64) * 8).to_be_bytes());
-    compress(&mut st, &*block);
+    compress(&mut st, &block);
     let mut out = Wiped::new([0u8; 32]);
     state_bytes(&st, &mut out[..]);
     out
@@ -193,7 +193,7 @@ impl SeedKey {
                 *b = k ^ byte;
             }
             let mut st = Wiped::new(SHA256_IV);
-            compress(&mut st, &*block);
+            compress(&mut st, &block);
             st
         };
         SeedKey {
@@ -213,14 +213,14 @@ impl SeedKey {
         block[INFO_LEN + 1] = 0x80;
         block[BLOCK - 8..].copy_from_slice(&(((BLOCK + INFO_LEN + 1) * 8) as u64).to_be_bytes());
         let mut st = Wiped::new(*self.inner);
-        compress(&mut st, &*block);
+        compress(&mut st, &block);
         // Outer: the inner digest, padded.
         block.fill(0);
         state_bytes(&st, &mut block[..32]);
         block[32] = 0x80;
         block[BLOCK - 8..].copy_from_slice(&(((BLOCK + 32) * 8) as u64).to_be_bytes());
         st.copy_from_slice(&self.outer[..]);
-        compress(&mut st, &*block);
+        compress(&mut st, &block);
         let mut dek = Wiped::new([0u8; 32]);
         state_bytes(&st, &mut dek[..]);
         LessSafeKey::new(

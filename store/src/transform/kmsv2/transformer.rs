@@ -31,8 +31,8 @@ use super::state::{StateCell, WriteState};
 use crate::encryption_config::KmsProviderConfig;
 use crate::runtime;
 use crate::stages::{self, Stage};
-use crate::wipe::Wiped;
 use crate::transform::{EnvelopeInfo, Opened, ProviderKind, TransformError, Transformer};
+use crate::wipe::Wiped;
 use kms_proto::contract::error_chain;
 
 /// What the provider, its poller and its plugin calls share.
@@ -404,7 +404,8 @@ impl Transformer for KmsV2Transformer {
         );
         out.extend_from_slice(prefix);
         put_encrypted_data_header(&mut out, data_len);
-        st.seed().seal_into(&mut out, plaintext, etcd_key.as_bytes());
+        st.seed()
+            .seal_into(&mut out, plaintext, etcd_key.as_bytes());
         out.extend_from_slice(&st.tail);
         Ok(out)
     }

@@ -292,9 +292,9 @@ impl SecretStore {
             self.engine.put(&key, &sealed, Precondition::Absent)
         })
         .map_err(|e| match e {
-                StorageError::Conflict { .. } => StoreError::AlreadyExists(s.metadata.name.clone()),
-                other => StoreError::Storage(other),
-            })?;
+            StorageError::Conflict { .. } => StoreError::AlreadyExists(s.metadata.name.clone()),
+            other => StoreError::Storage(other),
+        })?;
         s.metadata.resource_version = Some(rev.to_string());
         Ok((s, warnings))
     }

@@ -83,7 +83,10 @@ pub(super) fn render(
         let err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("drawing the bench plot: {e}");
         root.fill(&WHITE).map_err(err)?;
         let root = root
-            .titled(&format!("secret-store bench: {subtitle}"), ("sans-serif", 22))
+            .titled(
+                &format!("secret-store bench: {subtitle}"),
+                ("sans-serif", 22),
+            )
             .map_err(err)?;
         let (l, r) = root.split_horizontally(WIDTH / 2);
 
@@ -131,7 +134,9 @@ pub(super) fn render(
                 )
                 .map_err(err)?
                 .label(phase)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled())
+                });
         }
         chart
             .draw_series(left.iter().enumerate().map(|(i, (_, f))| {

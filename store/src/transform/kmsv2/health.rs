@@ -164,6 +164,7 @@ impl Shared {
             // Keeps the current seed warm in the read cache (upstream re-adds
             // it on every write).
             self.cache.insert(st.source.clone(), Arc::clone(st.key()));
+            st.set_readable(true);
             return Ok(status.version);
         }
         let seed = generate_seed();

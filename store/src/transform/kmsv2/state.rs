@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwapOption, Guard};
@@ -33,6 +33,10 @@ pub(crate) struct WriteState {
     pub(crate) created: SystemTime,
     /// Write deadline, in nanoseconds since the cell's base instant.
     deadline: AtomicU64,
+    /// Whether reads may use the seed directly: false from a cache clear
+    /// until the seed is cached again, so that a cleared store unwraps
+    /// every DEK source through the plugin, this one too.
+    readable: AtomicBool,
 }
 
 impl WriteState {
@@ -53,6 +57,20 @@ impl WriteState {
             tail,
             created: SystemTime::now(),
             deadline: AtomicU64::new(0),
+            readable: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether reads of this seed's values may open them with [`Self::key`]
+    /// (one relaxed load: nothing written on the read path).
+    pub(crate) fn readable(&self) -> bool {
+        self.readable.load(Ordering::Relaxed)
+    }
+
+    /// Lets reads use the seed directly, or not (a cache clear).
+    pub(crate) fn set_readable(&self, readable: bool) {
+        if self.readable.load(Ordering::Relaxed) != readable {
+            self.readable.store(readable, Ordering::Relaxed);
         }
     }
 

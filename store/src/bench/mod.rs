@@ -301,10 +301,9 @@ impl ProviderRun<'_> {
     /// the provider's caches empty.
     fn reopen(&mut self) -> anyhow::Result<()> {
         self.store = None;
+        // A new provider holds only the seed it just wrapped, as a new
+        // kube-apiserver does: values of earlier seeds miss its cache.
         let (chain, kms) = (self.provider.chain_factory)()?;
-        if let Some(k) = &kms {
-            k.clear_cache();
-        }
         self.store = Some(self.target.store(chain)?);
         self.kms = kms;
         Ok(())

@@ -121,6 +121,15 @@ impl Drop for SecretKey {
             if self.locked {
                 let _ = rustix::mm::munlock(self.page.as_ptr().cast(), page_layout().size());
             }
+            // Back to the mapping's usual advice: a page handed back to the
+            // allocator no longer splits its mapping in two, so memory that
+            // is freed and reused many times (a fuzzer, the sanitizer's
+            // quarantine) does not pile up mappings until mmap fails.
+            let _ = rustix::mm::madvise(
+                self.page.as_ptr().cast(),
+                page_layout().size(),
+                rustix::mm::Advice::LinuxDoDump,
+            );
             dealloc(self.page.as_ptr(), page_layout());
         }
     }

@@ -28,7 +28,8 @@ fuzz_target!(|data: &[u8]| {
                     let elsewhere = text.matches(v).count() > 1;
                     if v.len() >= 16
                         && !elsewhere
-                        && v.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+                        && v.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
                     {
                         assert!(!msg.contains(v), "an error echoes a key secret: {msg}");
                     }

@@ -71,9 +71,8 @@ fuzz_target!(|data: &[u8]| {
 
     // The provider itself (no plugin: a fixed seed) inspects the same facts,
     // alone and through a chain.
-    let t =
-        KmsV2Transformer::from_seed_for_bench(name, KEY_ID, &[7; 60], Wiped::new(vec![1; 32]))
-            .expect("a parsed provider name is a valid one");
+    let t = KmsV2Transformer::from_seed_for_bench(name, KEY_ID, &[7; 60], Wiped::new(vec![1; 32]))
+        .expect("a parsed provider name is a valid one");
     assert!(t.matches(data));
     let info = t
         .inspect(data, "/registry/secrets/fuzz/x")

@@ -31,9 +31,11 @@ impl<'a> Object<'a> {
             self.out.push(',');
         }
         self.first = false;
-        self.out.push('"');
-        self.out.push_str(name);
-        self.out.push_str("\":");
+        // Escaped as Go escapes a map key: label and annotation keys are
+        // not validated before a Secret is encoded (a `"` in one broke the
+        // object; the manifest fuzz target found it).
+        push_json_string(self.out, name);
+        self.out.push(':');
         self.out
     }
 

@@ -52,6 +52,23 @@ mod tests {
         String::from_utf8(encode(s).to_vec()).unwrap()
     }
 
+    /// Map keys are escaped as Go escapes them (found by the manifest fuzz
+    /// target: a `"` in an annotation key broke the object).
+    #[test]
+    fn map_keys_are_escaped() {
+        let mut s = Secret::new("default", "x");
+        s.metadata
+            .annotations
+            .insert("a\"b\\c<d".into(), "v".into());
+        let t = text(&s);
+        assert!(
+            t.contains("\"annotations\":{\"a\\\"b\\\\c\\u003cd\":\"v\"}"),
+            "{t}"
+        );
+        let back = Secret::from_storage_bytes(t.as_bytes()).unwrap();
+        assert_eq!(back.metadata.annotations, s.metadata.annotations);
+    }
+
     #[test]
     fn writes_the_go_field_order_and_omissions() {
         let mut s = Secret::new("default", "x");

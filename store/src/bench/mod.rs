@@ -297,8 +297,8 @@ struct ProviderRun<'a> {
 }
 
 impl ProviderRun<'_> {
-    /// (Re)opens the engine with a fresh chain: a new process's view, with
-    /// the provider's caches empty.
+    /// (Re)opens the engine with a fresh chain: a new process's view, whose
+    /// provider holds only the seed it just wrapped.
     fn reopen(&mut self) -> anyhow::Result<()> {
         self.store = None;
         // A new provider holds only the seed it just wrapped, as a new

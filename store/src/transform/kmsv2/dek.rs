@@ -212,7 +212,9 @@ impl SeedKey {
         block[INFO_LEN] = 0x01;
         block[INFO_LEN + 1] = 0x80;
         block[BLOCK - 8..].copy_from_slice(&(((BLOCK + INFO_LEN + 1) * 8) as u64).to_be_bytes());
-        let mut st = Wiped::new(*self.inner);
+        // Copied into wiped memory directly, not through a stack temporary.
+        let mut st = Wiped::new([0u32; 8]);
+        st.copy_from_slice(&self.inner[..]);
         compress(&mut st, &block);
         // Outer: the inner digest, padded.
         block.fill(0);

@@ -144,9 +144,37 @@ pub(crate) fn format_go_time_string(seconds: i64) -> String {
     format!("{} {} +0000 UTC", &text[..10], &text[11..19])
 }
 
-/// Re-writes an RFC 3339 timestamp in the canonical form, or `None`.
-pub(crate) fn canonical_rfc3339(text: &str) -> Option<String> {
-    parse_rfc3339(text).map(|(seconds, _)| format_rfc3339(seconds))
+/// Why a text is not a `metav1.Time` the model can keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeError {
+    /// Not RFC 3339 at all.
+    NotRfc3339,
+    /// RFC 3339, but its offset moves it out of the years 0000-9999.
+    OutOfRange,
+}
+
+impl std::fmt::Display for TimeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NotRfc3339 => "not an RFC 3339 time",
+            Self::OutOfRange => "outside the years 0000-9999 a Kubernetes time can hold",
+        })
+    }
+}
+
+/// An RFC 3339 timestamp as the model keeps a `metav1.Time`: the canonical
+/// text (UTC, whole seconds, as `metav1.Time` writes it), or `None` for
+/// Go's zero time, which is an unset time (JSON `null`, an empty protobuf
+/// message) however it was spelled. That holds for the pointer fields too
+/// (`deletionTimestamp`, a managedFields entry's `time`): upstream writes a
+/// zero one as `null`, which it reads back as absent, so a zero kept as set
+/// would not survive one JSON round trip.
+pub(crate) fn metav1_time(text: &str) -> Result<Option<String>, TimeError> {
+    let (seconds, _) = parse_rfc3339(text).ok_or(TimeError::NotRfc3339)?;
+    if !(MIN_JSON_SECONDS..=MAX_JSON_SECONDS).contains(&seconds) {
+        return Err(TimeError::OutOfRange);
+    }
+    Ok((seconds != GO_ZERO_SECONDS).then(|| format_rfc3339(seconds)))
 }
 
 /// `when` as `YYYY-MM-DDTHH:MM:SSZ` (times before the epoch are clamped to it).
@@ -192,6 +220,31 @@ mod tests {
     }
 
     #[test]
+    fn metav1_time_is_canonical_unset_at_go_zero_and_bounded() {
+        assert_eq!(
+            metav1_time("2024-05-01T12:00:00.25+02:00"),
+            Ok(Some("2024-05-01T10:00:00Z".to_owned()))
+        );
+        // Go's zero time is an unset time, however it is spelled.
+        assert_eq!(metav1_time("0001-01-01T00:00:00Z"), Ok(None));
+        assert_eq!(metav1_time("0001-01-01T01:00:00+01:00"), Ok(None));
+        assert_eq!(
+            metav1_time("0000-01-01T00:00:00Z"),
+            Ok(Some("0000-01-01T00:00:00Z".to_owned()))
+        );
+        // An offset that leaves the four-digit years cannot be written back.
+        assert_eq!(
+            metav1_time("9999-12-31T23:59:59-01:00"),
+            Err(TimeError::OutOfRange)
+        );
+        assert_eq!(
+            metav1_time("0000-01-01T00:00:00+00:01"),
+            Err(TimeError::OutOfRange)
+        );
+        assert_eq!(metav1_time("yesterday"), Err(TimeError::NotRfc3339));
+    }
+
+    #[test]
     fn rejects_malformed_timestamps() {
         for bad in [
             "",
@@ -215,10 +268,6 @@ mod tests {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339(1_714_557_600), "2024-05-01T10:00:00Z");
         assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(
-            canonical_rfc3339("2024-05-01T12:00:00.9+02:00").as_deref(),
-            Some("2024-05-01T10:00:00Z")
-        );
         assert_eq!(
             format_go_time_string(1_714_557_600),
             "2024-05-01 10:00:00 +0000 UTC"

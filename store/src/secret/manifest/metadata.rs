@@ -139,9 +139,9 @@ fn opt_time(
 ) -> Result<Option<String>, ManifestError> {
     match opt_string(node, key, path, location)? {
         None => Ok(None),
-        Some(text) => timefmt::canonical_rfc3339(text).map(Some).ok_or_else(|| {
+        Some(text) => timefmt::metav1_time(text).map_err(|e| {
             location.error(format!(
-                "{path}: {} is not an RFC 3339 time (e.g. \"2024-05-01T10:00:00Z\")",
+                "{path}: {} is {e} (e.g. \"2024-05-01T10:00:00Z\")",
                 go_quote(text)
             ))
         }),

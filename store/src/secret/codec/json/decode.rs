@@ -67,9 +67,7 @@ fn int_field(node: &Node, key: &str, path: &str) -> Result<Option<i64>, DecodeEr
 fn time_field(node: &Node, key: &str, path: &str) -> Result<Option<String>, DecodeError> {
     match string_field(node, key, path)? {
         None | Some("") => Ok(None),
-        Some(ts) => timefmt::canonical_rfc3339(ts)
-            .map(Some)
-            .ok_or_else(|| DecodeError::field(path, "not an RFC 3339 time")),
+        Some(ts) => timefmt::metav1_time(ts).map_err(|e| DecodeError::field(path, e.to_string())),
     }
 }
 

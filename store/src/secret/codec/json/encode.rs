@@ -61,10 +61,8 @@ impl<'a> Object<'a> {
 
 /// A `metav1.Time`: RFC 3339, or `null` for an unset (zero) time.
 fn time(out: &mut String, ts: Option<&str>) {
-    match ts.and_then(timefmt::canonical_rfc3339) {
-        Some(t) if t != timefmt::format_rfc3339(timefmt::GO_ZERO_SECONDS) => {
-            push_json_string(out, &t)
-        }
+    match ts.map(timefmt::metav1_time) {
+        Some(Ok(Some(t))) => push_json_string(out, &t),
         _ => out.push_str("null"),
     }
 }

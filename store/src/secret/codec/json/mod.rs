@@ -130,6 +130,26 @@ mod tests {
     }
 
     #[test]
+    fn go_zero_time_reads_as_unset_and_out_of_range_times_are_refused() {
+        // metav1.Time's zero is unset: null in JSON, an empty protobuf
+        // message; reading it as set made the protobuf round trip lose it
+        // (found by the stored_value fuzz target).
+        let zero = br#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x","namespace":"ns","creationTimestamp":"0001-01-01T00:00:00Z","deletionTimestamp":"0001-01-01T02:00:00+02:00"}}"#;
+        let back = decode(zero).unwrap();
+        assert_eq!(back.metadata.creation_timestamp, None);
+        assert_eq!(back.metadata.deletion_timestamp, None);
+        assert!(text(&back).contains("\"creationTimestamp\":null"));
+        let proto = back.to_storage_protobuf();
+        assert_eq!(Secret::from_storage_bytes(&proto).unwrap(), back);
+        // An offset past 9999-12-31 cannot be written back as four digits.
+        let late = br#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x","creationTimestamp":"9999-12-31T23:59:59-01:00"}}"#;
+        assert_eq!(
+            decode(late).unwrap_err().to_string(),
+            "metadata.creationTimestamp: outside the years 0000-9999 a Kubernetes time can hold"
+        );
+    }
+
+    #[test]
     fn refuses_other_kinds_and_bad_fields() {
         assert!(matches!(
             decode(br#"{"kind":"ConfigMap","apiVersion":"v1"}"#),

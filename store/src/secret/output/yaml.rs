@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use super::yaml_style::{Style, is_break, is_printable, key_order, select_style};
+use super::yaml_style::{Style, is_break, is_printable, is_simple_key, key_order, select_style};
 use crate::wipe::Wiped;
 
 /// A value to print.
@@ -219,6 +219,25 @@ impl YamlWriter {
 
     /// A value after `key:` or `-`, up to and including its line end.
     fn value(&mut self, value: &YamlValue<'_>, indent: usize) {
+        self.value_after(value, indent, false);
+    }
+
+    /// A value after the `:` of an explicit entry (`? key` / `: value`):
+    /// go-yaml starts a nested mapping or sequence on the `:` line there.
+    fn value_after(&mut self, value: &YamlValue<'_>, indent: usize, explicit: bool) {
+        match value {
+            YamlValue::Map(entries) if explicit && !entries.is_empty() => {
+                self.push(' ');
+                self.map(entries, indent + INDENT, true);
+                return;
+            }
+            YamlValue::Seq(items) if explicit && !items.is_empty() => {
+                self.push(' ');
+                self.seq(items, indent + INDENT, true);
+                return;
+            }
+            _ => {}
+        }
         match value {
             YamlValue::Str(s) => self.string_value(s, indent),
             YamlValue::Secret(s) => self.string_value(s, indent),
@@ -237,7 +256,7 @@ impl YamlWriter {
             }
             YamlValue::Seq(items) => {
                 self.push('\n');
-                self.seq(items, indent);
+                self.seq(items, indent, false);
             }
         }
     }
@@ -256,15 +275,29 @@ impl YamlWriter {
             if i > 0 || !inline_first {
                 (0..indent).for_each(|_| self.push(' '));
             }
-            let _ = self.scalar(key, indent, true);
-            self.push(':');
-            self.value(value, indent);
+            if is_simple_key(key) {
+                let _ = self.scalar(key, indent, true);
+                self.push(':');
+                self.value(value, indent);
+            } else {
+                self.push_str("? ");
+                if self.scalar(key, indent + INDENT, false) != Style::Literal {
+                    self.push('\n');
+                }
+                (0..indent).for_each(|_| self.push(' '));
+                self.push(':');
+                self.value_after(value, indent, true);
+            }
         }
     }
 
-    fn seq(&mut self, items: &[YamlValue<'_>], indent: usize) {
-        for item in items {
-            (0..indent).for_each(|_| self.push(' '));
+    /// A block sequence at `indent`; `inline_first` when the first item
+    /// follows a `: ` already written.
+    fn seq(&mut self, items: &[YamlValue<'_>], indent: usize, inline_first: bool) {
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 || !inline_first {
+                (0..indent).for_each(|_| self.push(' '));
+            }
             self.push('-');
             match item {
                 YamlValue::Map(entries) if !entries.is_empty() => {
@@ -374,6 +407,36 @@ mod tests {
         assert_eq!(
             to_yaml(&root),
             "empty: []\nflag: true\nitems:\n- data:\n    k: dg==\n  kind: Secret\nnone: null\n"
+        );
+    }
+    #[test]
+    fn long_and_multiline_keys_are_explicit_entries_as_go_yaml_writes_them() {
+        let at_limit = "k".repeat(128);
+        let long = "k".repeat(129);
+        let root = vec![
+            (Cow::Borrowed(at_limit.as_str()), YamlValue::Str("v".into())),
+            (Cow::Borrowed(long.as_str()), YamlValue::Str("v".into())),
+        ];
+        assert_eq!(to_yaml(&root), format!("{at_limit}: v\n? {long}\n: v\n"));
+
+        // Nested collections start on the `:` line; a line break makes a
+        // literal block key.
+        let root = vec![
+            (
+                Cow::Borrowed(long.as_str()),
+                YamlValue::Map(vec![
+                    (Cow::Borrowed("b"), YamlValue::Map(vec![])),
+                    (Cow::Borrowed("a"), YamlValue::Str("1".into())),
+                ]),
+            ),
+            (
+                Cow::Borrowed("a\nb"),
+                YamlValue::Seq(vec![YamlValue::Str("p".into()), YamlValue::Str("q".into())]),
+            ),
+        ];
+        assert_eq!(
+            to_yaml(&root),
+            format!("? |-\n  a\n  b\n: - p\n  - q\n? {long}\n: a: \"1\"\n  b: {{}}\n")
         );
     }
 }

@@ -277,6 +277,14 @@ pub(crate) fn is_break(c: char) -> bool {
     matches!(c, '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}')
 }
 
+/// Whether go-yaml writes `key` as a simple (implicit) key, `key: value`:
+/// on one line and at most 128 bytes (`yaml_emitter_check_simple_key`).
+/// Any other key is written as an explicit entry, `? key` then `: value`
+/// (a YAML reader refuses an implicit key over 1024 characters).
+pub(crate) fn is_simple_key(key: &str) -> bool {
+    key.len() <= 128 && !key.chars().any(is_break)
+}
+
 /// A scalar style.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Style {

@@ -33,7 +33,7 @@ use arc_swap::ArcSwap;
 use ring::digest;
 
 use super::dek::UnwrappedKey;
-use super::envelope::{DekSourceType, EncryptedObjectRef};
+use super::envelope::{DekSourceType, EncryptedObjectRef, encode_tail_of, tail_dek_source};
 
 /// The SHA-256 of upstream's cache key.
 pub(crate) type CacheKey = [u8; 32];
@@ -127,6 +127,28 @@ impl Source {
         }
     }
 
+    /// The key_id the source was wrapped under.
+    pub(crate) fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// How the source is to be read.
+    pub(crate) fn source_type(&self) -> DekSourceType {
+        self.source_type
+    }
+
+    /// Fields 2-5 of an `EncryptedObject` of this source, as this crate and
+    /// upstream encode them (`encode_tail`).
+    pub(crate) fn tail(&self) -> Box<[u8]> {
+        encode_tail_of(
+            &self.key_id,
+            &self.encrypted_dek_source,
+            self.annotations.iter().map(|(k, v)| (k.as_bytes(), &v[..])),
+            self.source_type,
+        )
+        .into_boxed_slice()
+    }
+
     /// Whether `o` was written with this source: every field equal.
     pub(crate) fn matches(&self, o: &EncryptedObjectRef<'_>) -> bool {
         o.dek_source_type == self.source_type
@@ -142,6 +164,8 @@ impl Source {
 
 struct Entry {
     source: Source,
+    /// `source.tail()`: what a stored object of this source ends with.
+    tail: Box<[u8]>,
     key: Arc<UnwrappedKey>,
     expires: Instant,
     /// When the entry was last used, on the clock of [`DekCache::inserts`].
@@ -190,6 +214,23 @@ impl DekCache {
         self.find(&map, o).map(|e| f(&e.key))
     }
 
+    /// Runs `f` with the key and source of the entry whose
+    /// [`Source::tail`] is `tail` byte for byte, if cached and not expired:
+    /// the read path's shortcut past decoding and validating the object
+    /// (see `envelope::split_data`).
+    pub(crate) fn with_tail<R>(
+        &self,
+        tail: &[u8],
+        f: impl FnOnce(&UnwrappedKey, &Source) -> R,
+    ) -> Option<R> {
+        let map = self.map.load();
+        let e = map
+            .get(tail_dek_source(tail)?)?
+            .iter()
+            .find(|e| *e.tail == *tail)?;
+        self.touch(e).map(|e| f(&e.key, &e.source))
+    }
+
     /// The key of `o`'s source, if cached and not expired.
     pub(crate) fn get(&self, o: &EncryptedObjectRef<'_>) -> Option<Arc<UnwrappedKey>> {
         let map = self.map.load();
@@ -201,6 +242,11 @@ impl DekCache {
             .get(o.encrypted_dek_source)?
             .iter()
             .find(|e| e.source.matches(o))?;
+        self.touch(e)
+    }
+
+    /// `e`, unless expired, marked as used.
+    fn touch<'m>(&self, e: &'m Entry) -> Option<&'m Entry> {
         if Instant::now() >= e.expires {
             return None;
         }
@@ -246,6 +292,7 @@ impl DekCache {
         let tick = 2 * (self.inserts.fetch_add(1, Ordering::Relaxed) + 1);
         let eds = Arc::clone(&source.encrypted_dek_source);
         map.entry(eds).or_default().push(Arc::new(Entry {
+            tail: source.tail(),
             source,
             key,
             expires: now + self.ttl,
@@ -411,6 +458,47 @@ mod tests {
                 [(&b"a.b"[..], &b""[..])].into_iter()
             )
         );
+    }
+
+    #[test]
+    fn with_tail_needs_the_whole_tail() {
+        let c = DekCache::new(10, Duration::from_secs(60));
+        let mut o = obj(b"src-1", "k1");
+        o.annotations.insert("a.io", b"1");
+        let src = Source::of(&o);
+        c.insert(src.clone(), key());
+        let tail = src.tail();
+        let got = c.with_tail(&tail, |_, s| (s.key_id().to_owned(), s.source_type()));
+        assert_eq!(
+            got,
+            Some(("k1".to_owned(), DekSourceType::HkdfSha256XnonceAesGcmSeed))
+        );
+        // The same plugin ciphertext with another key_id, annotation or
+        // source type, a byte more or less: no hit.
+        let mut other = o.clone();
+        other.key_id = "k2";
+        let mut more = o.clone();
+        more.annotations.insert("b.io", b"");
+        let mut legacy = o.clone();
+        legacy.dek_source_type = DekSourceType::AesGcmKey;
+        for s in [&other, &more, &legacy] {
+            assert!(c.with_tail(&Source::of(s).tail(), |_, _| ()).is_none());
+        }
+        assert!(c.with_tail(&tail[..tail.len() - 1], |_, _| ()).is_none());
+        let mut longer = tail.to_vec();
+        longer.extend([0x78, 0x01]);
+        assert!(c.with_tail(&longer, |_, _| ()).is_none());
+        assert!(c.with_tail(b"", |_, _| ()).is_none());
+    }
+
+    #[test]
+    fn with_tail_misses_once_expired() {
+        let c = DekCache::new(10, Duration::from_millis(20));
+        let src = Source::of(&obj(b"src-1", "k1"));
+        c.insert(src.clone(), key());
+        assert!(c.with_tail(&src.tail(), |_, _| ()).is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(c.with_tail(&src.tail(), |_, _| ()).is_none());
     }
 
     /// A hit needs every field of the source equal, not only the plugin's

@@ -378,11 +378,32 @@ pub(crate) fn encode_tail(
     annotations: &BTreeMap<String, Vec<u8>>,
     source_type: DekSourceType,
 ) -> Vec<u8> {
+    encode_tail_of(
+        key_id,
+        encrypted_dek_source,
+        annotations
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_slice())),
+        source_type,
+    )
+}
+
+/// [`encode_tail`] with the annotations as `(key, value)` pairs, which must
+/// come in key order.
+pub(crate) fn encode_tail_of<'a, I>(
+    key_id: &str,
+    encrypted_dek_source: &[u8],
+    annotations: I,
+    source_type: DekSourceType,
+) -> Vec<u8>
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
     let mut out = Vec::with_capacity(
         16 + key_id.len()
             + encrypted_dek_source.len()
             + annotations
-                .iter()
+                .clone()
                 .map(|(k, v)| 16 + k.len() + v.len())
                 .sum::<usize>(),
     );
@@ -393,7 +414,7 @@ pub(crate) fn encode_tail(
         let entry_len = field_header_len(k.len()) + k.len() + field_header_len(v.len()) + v.len();
         out.push((4 << 3) | WIRE_LEN);
         put_varint(&mut out, entry_len as u64);
-        put_bytes_field(&mut out, 1, k.as_bytes());
+        put_bytes_field(&mut out, 1, k);
         put_bytes_field(&mut out, 2, v);
     }
     let t = source_type.wire_value();
@@ -402,6 +423,43 @@ pub(crate) fn encode_tail(
         put_varint(&mut out, t as u64);
     }
     out
+}
+
+/// A stored object in the layout this crate and upstream write: field 1
+/// (`encryptedData`, non-empty) first, then the rest, which is returned
+/// unread. `None` for any other layout.
+///
+/// This is the read hot path's shortcut: when the rest is byte for byte
+/// the [`encode_tail`] of a source already decoded and validated (the write
+/// state's, or a cached seed's), the whole object decodes to that source
+/// with this data, as Go's decoder would read it (the tail holds no field
+/// 1, so this data is the last and only one), and needs neither decoding
+/// nor validating again. Anything else takes [`decode_encrypted_object`].
+pub(crate) fn split_data(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    if body.first() != Some(&((1 << 3) | WIRE_LEN)) {
+        return None;
+    }
+    let mut r = Reader { buf: body, pos: 1 };
+    let data = r.len_delimited().ok()?;
+    if data.is_empty() {
+        return None;
+    }
+    Some((data, &body[r.pos..]))
+}
+
+/// The `encryptedDEKSource` of a tail in [`encode_tail`]'s layout (field 2
+/// then field 3), without validating anything: the cache's index into its
+/// entries, whose own tails are then compared in full.
+pub(crate) fn tail_dek_source(tail: &[u8]) -> Option<&[u8]> {
+    let mut r = Reader { buf: tail, pos: 0 };
+    if r.tag().ok()? != (2, WIRE_LEN) {
+        return None;
+    }
+    r.len_delimited().ok()?;
+    if r.tag().ok()? != (3, WIRE_LEN) {
+        return None;
+    }
+    r.len_delimited().ok()
 }
 
 #[cfg(test)]
@@ -597,6 +655,63 @@ mod tests {
             assert!(
                 matches!(parse_envelope(bad), Err(EnvelopeError::Prefix(_))),
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_data_takes_only_the_layout_writers_use() {
+        let mut ann = BTreeMap::new();
+        ann.insert("version.kms.example.io".to_string(), b"1".to_vec());
+        let o = sample(ann);
+        let tail = encode_tail(
+            &o.key_id,
+            &o.encrypted_dek_source,
+            &o.annotations,
+            DekSourceType::HkdfSha256XnonceAesGcmSeed,
+        );
+        let body = ours(&o);
+        let (data, rest) = split_data(&body).unwrap();
+        assert_eq!(data, &o.encrypted_data[..]);
+        assert_eq!(rest, &tail[..]);
+        assert_eq!(tail_dek_source(rest), Some(&o.encrypted_dek_source[..]));
+        // The tail first, then the data: not this layout.
+        let mut reordered = tail.clone();
+        reordered.extend(&body[..body.len() - tail.len()]);
+        assert_eq!(split_data(&reordered), None);
+        assert_eq!(tail_dek_source(&reordered[3..]), None);
+        // Empty data, a length past the end, an unterminated varint, nothing.
+        for bad in [
+            &[0x0a, 0x00, 0x12][..],
+            &[0x0a, 0x05, 1, 2],
+            &[0x0a, 0x80],
+            &[],
+        ] {
+            assert_eq!(split_data(bad), None, "{bad:?}");
+        }
+        // A tail without keyID first, or without encryptedDEKSource second.
+        assert_eq!(tail_dek_source(&[0x1a, 0x01, 9]), None);
+        assert_eq!(tail_dek_source(&[0x12, 0x01, b'k', 0x22, 0x00]), None);
+        assert_eq!(tail_dek_source(&[0x12, 0x05, b'k']), None);
+    }
+
+    #[test]
+    fn encode_tail_of_pairs_is_encode_tail() {
+        let mut ann = BTreeMap::new();
+        ann.insert("a.example.io".to_string(), vec![]);
+        ann.insert("b.example.io".to_string(), vec![0xff; 300]);
+        for t in [
+            DekSourceType::AesGcmKey,
+            DekSourceType::HkdfSha256XnonceAesGcmSeed,
+        ] {
+            assert_eq!(
+                encode_tail("k", b"src", &ann, t),
+                encode_tail_of(
+                    "k",
+                    b"src",
+                    ann.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())),
+                    t
+                )
             );
         }
     }

@@ -21,7 +21,7 @@ use super::cache::{DekCache, Source, cache_key_of};
 use super::dek::{OpenError, SEED_OVERHEAD, UnwrappedKey};
 use super::envelope::{
     DekSourceType, EncryptedObjectRef, KMS_V2_PREFIX, decode_encrypted_object, field_header_len,
-    parse_envelope, put_encrypted_data_header,
+    parse_envelope, put_encrypted_data_header, split_data,
 };
 use super::flight::Flights;
 use super::health::{HealthRecord, KmsHealth, poll};
@@ -276,7 +276,7 @@ impl KmsV2Transformer {
     fn opened(
         &self,
         opened: Result<Wiped<Vec<u8>>, OpenError>,
-        obj: &EncryptedObjectRef<'_>,
+        source_type: DekSourceType,
         stale: bool,
         etcd_key: &str,
     ) -> Result<Opened, TransformError> {
@@ -284,8 +284,7 @@ impl KmsV2Transformer {
             OpenError::TooShort { len, min } => malformed(
                 etcd_key,
                 format_args!(
-                    "encryptedData is {len} bytes; a {} value has at least {min}",
-                    obj.dek_source_type
+                    "encryptedData is {len} bytes; a {source_type} value has at least {min}"
                 ),
             ),
             OpenError::Auth => TransformError::DecryptionFailed {
@@ -293,6 +292,35 @@ impl KmsV2Transformer {
             },
         })?;
         Ok(Opened { plaintext, stale })
+    }
+
+    /// Opens a value whose fields after the data are those of the write
+    /// state or of a cached seed, byte for byte; `None` for any other value
+    /// (another layout, or a source to decode, validate and maybe fetch).
+    fn open_known(
+        &self,
+        body: &[u8],
+        aad: &[u8],
+        etcd_key: &str,
+    ) -> Option<Result<Opened, TransformError>> {
+        let seed = DekSourceType::HkdfSha256XnonceAesGcmSeed;
+        let (data, tail, state) = stages::time(Stage::Parse, || {
+            split_data(body).map(|(data, tail)| (data, tail, self.shared.state.load()))
+        })?;
+        if let Some(st) = state.as_ref()
+            && st.readable()
+            && *st.tail == *tail
+        {
+            let opened = st.key().open(data, aad);
+            return Some(self.opened(opened, seed, false, etcd_key));
+        }
+        stages::time(Stage::Cache, || {
+            self.shared.cache.with_tail(tail, |key, source| {
+                let stale = stale(state.as_deref(), source.key_id(), source.source_type());
+                let opened = key.open(data, aad);
+                self.opened(opened, source.source_type(), stale, etcd_key)
+            })
+        })
     }
 
     fn refusal(&self, state: Option<&WriteState>) -> TransformError {
@@ -371,6 +399,15 @@ fn rfc3339(t: SystemTime) -> String {
     crate::k8s::time::format_system_time(t)
 }
 
+/// Whether a value of `key_id` and `source_type` is stale, as upstream
+/// decides: another key_id or source type than the write state's (so every
+/// `AES_GCM_KEY` value), or no write state.
+fn stale(state: Option<&WriteState>, key_id: &str, source_type: DekSourceType) -> bool {
+    state.is_none_or(|st| {
+        st.key_id != key_id || source_type != DekSourceType::HkdfSha256XnonceAesGcmSeed
+    })
+}
+
 fn malformed(etcd_key: &str, reason: impl std::fmt::Display) -> TransformError {
     TransformError::Malformed {
         etcd_key: etcd_key.to_string(),
@@ -424,26 +461,28 @@ impl Transformer for KmsV2Transformer {
                     ),
                 )
             })?;
+        let aad = etcd_key.as_bytes();
+        // The shortcut for values in the layout every writer uses: their
+        // fields after the data are compared, byte for byte, with those of
+        // the write state or of a cached seed, which were validated when
+        // they were made (`envelope::split_data`).
+        if let Some(opened) = self.open_known(body, aad, etcd_key) {
+            return opened;
+        }
         let (obj, state) = stages::time(Stage::Parse, || {
             decode_encrypted_object(body).map(|obj| (obj, self.shared.state.load()))
         })
         .map_err(|e| malformed(etcd_key, e))?;
-        let aad = etcd_key.as_bytes();
-        // A value of the current seed (most reads) opens with the write
-        // state's seed: no cache lookup, no lock, no reference count.
+        // A value of the current seed opens with the write state's seed: no
+        // cache lookup, no lock, no reference count.
         if let Some(st) = state.as_ref()
             && st.readable()
             && st.is_source_of(&obj)
         {
             let opened = st.key().open(obj.encrypted_data, aad);
-            return self.opened(opened, &obj, false, etcd_key);
+            return self.opened(opened, obj.dek_source_type, false, etcd_key);
         }
-        // Staleness as upstream: another key_id or source type than the
-        // write state's (so every AES_GCM_KEY value), or no write state.
-        let stale = state.as_ref().is_none_or(|st| {
-            st.key_id != obj.key_id
-                || obj.dek_source_type != DekSourceType::HkdfSha256XnonceAesGcmSeed
-        });
+        let stale = stale(state.as_deref(), obj.key_id, obj.dek_source_type);
         // Not held across a plugin call.
         drop(state);
         let cached = stages::time(Stage::Cache, || {
@@ -456,7 +495,7 @@ impl Transformer for KmsV2Transformer {
             None => stages::time(Stage::Cache, || self.unwrap_key(&obj, etcd_key))?
                 .open(obj.encrypted_data, aad),
         };
-        self.opened(opened, &obj, stale, etcd_key)
+        self.opened(opened, obj.dek_source_type, stale, etcd_key)
     }
 
     fn is_current(&self, stored: &[u8]) -> bool {
@@ -464,6 +503,12 @@ impl Transformer for KmsV2Transformer {
         let Some(body) = stored.strip_prefix(&self.shared.prefix[..]) else {
             return false;
         };
+        if let Some((_, tail)) = split_data(body)
+            && let Some(st) = self.shared.state.load().as_ref()
+            && *st.tail == *tail
+        {
+            return true;
+        }
         let Ok(obj) = decode_encrypted_object(body) else {
             return false;
         };
@@ -591,6 +636,98 @@ mod tests {
             Err(TransformError::Kms { .. })
         ));
         assert!(t.seal(b"z", "k").is_ok());
+    }
+
+    /// The same object in other protobuf layouts than the writers' (which
+    /// the read shortcut takes): each must open exactly as the full decode
+    /// reads it, Go's rules included (the last `encryptedData` wins).
+    fn layouts(t: &KmsV2Transformer, stored: &[u8]) -> Vec<Vec<u8>> {
+        let prefix = &t.shared.prefix[..];
+        let body = &stored[prefix.len()..];
+        let (data, tail) = split_data(body).expect("the writers' layout");
+        let head = &body[..body.len() - tail.len()];
+        let with = |parts: &[&[u8]]| {
+            let mut v = prefix.to_vec();
+            for p in parts {
+                v.extend_from_slice(p);
+            }
+            v
+        };
+        let mut garbage = head.to_vec();
+        let n = garbage.len();
+        garbage[n - data.len()..].fill(0x55);
+        vec![
+            // The tail first.
+            with(&[tail, head]),
+            // An unknown field (15, varint) after the tail.
+            with(&[head, tail, &[0x78u8, 0x01][..]]),
+            // Garbage data first, the real data last: the last one counts.
+            with(&[&garbage[..], tail, head]),
+        ]
+    }
+
+    #[test]
+    fn the_read_shortcut_and_the_full_decode_agree() {
+        let t = bench_transformer();
+        // An earlier start under the same key_id (not stale) and under
+        // another (stale), both cached.
+        let same =
+            KmsV2Transformer::from_seed_for_bench("unit", "kek-1", &[8; 60], generate_seed())
+                .unwrap();
+        let other =
+            KmsV2Transformer::from_seed_for_bench("unit", "kek-0", &[7; 60], generate_seed())
+                .unwrap();
+        for e in [&same, &other] {
+            let st = e.shared.state.load_full().unwrap();
+            t.shared
+                .cache
+                .insert(st.source.clone(), Arc::clone(st.key()));
+        }
+        for (writer, stale) in [(&t, false), (&same, false), (&other, true)] {
+            let stored = writer.seal(b"payload", "/registry/secrets/ns/a").unwrap();
+            let o = t.open(&stored, "/registry/secrets/ns/a").unwrap();
+            assert_eq!((&o.plaintext[..], o.stale), (&b"payload"[..], stale));
+            assert_eq!(t.is_current(&stored), !stale);
+            for v in layouts(writer, &stored) {
+                let o = t.open(&v, "/registry/secrets/ns/a").unwrap();
+                assert_eq!((&o.plaintext[..], o.stale), (&b"payload"[..], stale));
+                assert!(matches!(
+                    t.open(&v, "/registry/secrets/ns/b"),
+                    Err(TransformError::DecryptionFailed { .. })
+                ));
+            }
+            // The shortcut words errors as the full decode does.
+            assert!(matches!(
+                t.open(&stored, "/registry/secrets/ns/b"),
+                Err(TransformError::DecryptionFailed { .. })
+            ));
+        }
+        assert_eq!(t.plugin_calls(), PluginCalls::default());
+    }
+
+    #[test]
+    fn a_tail_that_differs_in_any_byte_is_not_taken_for_a_known_one() {
+        let t = bench_transformer();
+        let stored = t.seal(b"payload", "k").unwrap();
+        let st = t.shared.state.load_full().unwrap();
+        let tail_start = stored.len() - st.tail.len();
+        for i in tail_start..stored.len() {
+            let mut v = stored.clone();
+            v[i] ^= 0x01;
+            // Another source (not cached, no plugin), an invalid object or
+            // broken protobuf: never the write state's seed.
+            assert!(t.open(&v, "k").is_err(), "byte {i}");
+        }
+        // A too-short value of the known source says so.
+        let mut short = t.shared.prefix.to_vec();
+        put_encrypted_data_header(&mut short, 3);
+        short.extend([1, 2, 3]);
+        short.extend_from_slice(&st.tail);
+        let e = t.open(&short, "k").unwrap_err();
+        assert!(
+            matches!(e, TransformError::Malformed { .. }) && e.to_string().contains("at least"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use arc_swap::ArcSwap;
 use ring::digest;
 
 use super::dek::UnwrappedKey;
-use super::envelope::{DekSourceType, EncryptedObjectRef, encode_tail_of, tail_dek_source};
+use super::envelope::{DekSourceType, EncryptedObjectRef, encode_tail, tail_dek_source};
 
 /// The SHA-256 of upstream's cache key.
 pub(crate) type CacheKey = [u8; 32];
@@ -140,7 +140,7 @@ impl Source {
     /// Fields 2-5 of an `EncryptedObject` of this source, as this crate and
     /// upstream encode them (`encode_tail`).
     pub(crate) fn tail(&self) -> Box<[u8]> {
-        encode_tail_of(
+        encode_tail(
             &self.key_id,
             &self.encrypted_dek_source,
             self.annotations.iter().map(|(k, v)| (k.as_bytes(), &v[..])),
@@ -374,6 +374,11 @@ mod tests {
     use super::*;
     use crate::wipe::Wiped;
 
+    /// A TTL the test's first use comes well within, even on a loaded
+    /// machine (20 ms was not), and a sleep past it.
+    const SHORT_TTL: Duration = Duration::from_millis(300);
+    const PAST_SHORT_TTL: Duration = Duration::from_millis(400);
+
     fn key() -> Arc<UnwrappedKey> {
         Arc::new(UnwrappedKey::Seed(super::super::dek::SeedKey::new(
             &[1; 32],
@@ -493,11 +498,11 @@ mod tests {
 
     #[test]
     fn with_tail_misses_once_expired() {
-        let c = DekCache::new(10, Duration::from_millis(20));
+        let c = DekCache::new(10, SHORT_TTL);
         let src = Source::of(&obj(b"src-1", "k1"));
         c.insert(src.clone(), key());
         assert!(c.with_tail(&src.tail(), |_, _| ()).is_some());
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(PAST_SHORT_TTL);
         assert!(c.with_tail(&src.tail(), |_, _| ()).is_none());
     }
 
@@ -566,12 +571,12 @@ mod tests {
 
     #[test]
     fn entries_expire_and_clear_drops_them() {
-        let c = DekCache::new(10, Duration::from_millis(20));
+        let c = DekCache::new(10, SHORT_TTL);
         let k = key();
         let o1 = obj(b"1", "k");
         c.insert(Source::of(&o1), Arc::clone(&k));
         assert!(hit(&c, &o1));
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(PAST_SHORT_TTL);
         assert!(!hit(&c, &o1));
         assert!(c.get(&o1).is_none());
         c.insert(Source::of(&obj(b"2", "k")), key());

@@ -372,25 +372,9 @@ pub(crate) fn put_encrypted_data_header(out: &mut Vec<u8>, encrypted_data_len: u
 /// Encodes fields 2-5 (`keyID`, `encryptedDEKSource`, sorted annotations,
 /// `encryptedDEKSourceType` when not 0): the part of every sealed value that
 /// depends only on the write state.
-pub(crate) fn encode_tail(
-    key_id: &str,
-    encrypted_dek_source: &[u8],
-    annotations: &BTreeMap<String, Vec<u8>>,
-    source_type: DekSourceType,
-) -> Vec<u8> {
-    encode_tail_of(
-        key_id,
-        encrypted_dek_source,
-        annotations
-            .iter()
-            .map(|(k, v)| (k.as_bytes(), v.as_slice())),
-        source_type,
-    )
-}
-
-/// [`encode_tail`] with the annotations as `(key, value)` pairs, which must
-/// come in key order.
-pub(crate) fn encode_tail_of<'a, I>(
+///
+/// The annotations come as `(key, value)` pairs, in key order.
+pub(crate) fn encode_tail<'a, I>(
     key_id: &str,
     encrypted_dek_source: &[u8],
     annotations: I,
@@ -479,16 +463,22 @@ mod tests {
         }
     }
 
+    fn tail_of(o: &EncryptedObject) -> Vec<u8> {
+        encode_tail(
+            &o.key_id,
+            &o.encrypted_dek_source,
+            o.annotations
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_slice())),
+            DekSourceType::HkdfSha256XnonceAesGcmSeed,
+        )
+    }
+
     fn ours(o: &EncryptedObject) -> Vec<u8> {
         let mut out = Vec::new();
         put_encrypted_data_header(&mut out, o.encrypted_data.len());
         out.extend_from_slice(&o.encrypted_data);
-        out.extend(encode_tail(
-            &o.key_id,
-            &o.encrypted_dek_source,
-            &o.annotations,
-            DekSourceType::HkdfSha256XnonceAesGcmSeed,
-        ));
+        out.extend(tail_of(o));
         out
     }
 
@@ -664,12 +654,7 @@ mod tests {
         let mut ann = BTreeMap::new();
         ann.insert("version.kms.example.io".to_string(), b"1".to_vec());
         let o = sample(ann);
-        let tail = encode_tail(
-            &o.key_id,
-            &o.encrypted_dek_source,
-            &o.annotations,
-            DekSourceType::HkdfSha256XnonceAesGcmSeed,
-        );
+        let tail = tail_of(&o);
         let body = ours(&o);
         let (data, rest) = split_data(&body).unwrap();
         assert_eq!(data, &o.encrypted_data[..]);
@@ -693,27 +678,6 @@ mod tests {
         assert_eq!(tail_dek_source(&[0x1a, 0x01, 9]), None);
         assert_eq!(tail_dek_source(&[0x12, 0x01, b'k', 0x22, 0x00]), None);
         assert_eq!(tail_dek_source(&[0x12, 0x05, b'k']), None);
-    }
-
-    #[test]
-    fn encode_tail_of_pairs_is_encode_tail() {
-        let mut ann = BTreeMap::new();
-        ann.insert("a.example.io".to_string(), vec![]);
-        ann.insert("b.example.io".to_string(), vec![0xff; 300]);
-        for t in [
-            DekSourceType::AesGcmKey,
-            DekSourceType::HkdfSha256XnonceAesGcmSeed,
-        ] {
-            assert_eq!(
-                encode_tail("k", b"src", &ann, t),
-                encode_tail_of(
-                    "k",
-                    b"src",
-                    ann.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())),
-                    t
-                )
-            );
-        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use arc_swap::{ArcSwapOption, Guard};
 
 use super::cache::Source;
 use super::dek::{SeedKey, UnwrappedKey};
-use super::envelope::{DekSourceType, EncryptedObjectRef, encode_tail};
+use super::envelope::{DekSourceType, EncryptedObjectRef};
 use crate::wipe::Wiped;
 
 /// What every write uses until the key_id changes.
@@ -48,8 +48,8 @@ impl WriteState {
         annotations: &BTreeMap<String, Vec<u8>>,
     ) -> Self {
         let t = DekSourceType::HkdfSha256XnonceAesGcmSeed;
-        let tail = encode_tail(&key_id, encrypted_dek_source, annotations, t).into_boxed_slice();
         let source = Source::new(t, encrypted_dek_source, &key_id, annotations);
+        let tail = source.tail();
         WriteState {
             key: Arc::new(UnwrappedKey::Seed(SeedKey::new(&seed))),
             key_id,
